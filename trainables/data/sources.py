@@ -1,0 +1,379 @@
+"""Datasets read from the user's own folders (never downloaded), plus the embedded digits set.
+
+Each source returns the balanced training and test sets; `load_long_tailed` then draws the
+long-tailed training subsample (SPEC section 3). Small datasets are held in memory as one uint8
+array (N, H, W, 3); ImageNet keeps file paths and is decoded lazily by the data pipeline.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainables.data.long_tail import long_tail_counts, subsample_indices
+from trainables.errors import DatasetLayoutError, UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+@dataclass
+class ImageSet:
+    """Labelled images: in memory (`images`, uint8 N x H x W x 3) or as files (`paths`)."""
+
+    labels: np.ndarray
+    images: np.ndarray | None = None
+    paths: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> "ImageSet":
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageSet(
+            labels=self.labels[indices],
+            images=None if self.images is None else self.images[indices],
+            paths=None if self.paths is None else [self.paths[i] for i in indices],
+        )
+
+    def materialize(self, image_size: int) -> "ImageSet":
+        """Decode file-backed images into one in-memory uint8 array (for small images only)."""
+        if self.images is not None or self.paths is None:
+            return self
+        from PIL import Image
+
+        images = np.empty((len(self.paths), image_size, image_size, 3), dtype=np.uint8)
+        for i, path in enumerate(self.paths):
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                if img.size != (image_size, image_size):
+                    img = img.resize((image_size, image_size), Image.BILINEAR)
+                images[i] = np.asarray(img, dtype=np.uint8)
+        return ImageSet(labels=self.labels, images=images, paths=None)
+
+
+@dataclass
+class BalancedSource:
+    """What a dataset's reader returns: the full balanced train set, the test set, class names."""
+
+    train: ImageSet
+    test: ImageSet
+    class_names: list[str]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    n_max: int | None  # images of the largest class; None = derived from the data (digits)
+    image_size: int
+    style: str  # "cifar" (small images, tensor pipeline) or "imagenet" (files, DataLoader)
+    paper_imbalance_factors: tuple[int, ...]
+    layout: str  # one line: what the root folder must contain
+    read: Callable[[Path | None], BalancedSource]
+    find_root: Callable[[Path | None], Path | None]
+    cap_to_available: bool = False  # ImageNet-LT: a class keeps at most what it has
+    in_memory: bool = True
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def _register(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UserError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout checks: accept the dataset folder itself or the folder that contains it.
+
+
+def _find_folder(root: Path | None, folder_name: str, required: tuple[str, ...], dataset: str, layout: str) -> Path:
+    if root is None:
+        raise DatasetLayoutError(f"{dataset}: no dataset root given; pass --root DIR where DIR is {layout}")
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetLayoutError(f"{dataset}: dataset root {root} does not exist; expected {layout}")
+    for candidate in (root, root / folder_name):
+        if all((candidate / entry).exists() for entry in required):
+            return candidate
+    missing = [entry for entry in required if not (root / entry).exists()]
+    raise DatasetLayoutError(
+        f"{dataset}: {root} is not in the expected layout (missing {', '.join(missing)}); expected {layout}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-100: the standard python pickles.
+
+CIFAR_LAYOUT = "the 'cifar-100-python/' folder (pickled 'train', 'test', 'meta') or its parent"
+
+
+def _cifar_root(root):
+    return _find_folder(root, "cifar-100-python", ("train", "test", "meta"), "cifar100", CIFAR_LAYOUT)
+
+
+def _read_cifar_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as exc:  # truncated or foreign file
+        raise DatasetLayoutError(f"cifar100: cannot read {path} as a CIFAR pickle ({exc}); expected {CIFAR_LAYOUT}") from None
+
+
+def _cifar_split(path: Path) -> ImageSet:
+    batch = _read_cifar_pickle(path)
+    try:
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.asarray(batch[b"fine_labels"], dtype=np.int64)
+    except (KeyError, ValueError) as exc:
+        raise DatasetLayoutError(f"cifar100: {path} lacks CIFAR-100 fields ({exc}); expected {CIFAR_LAYOUT}") from None
+    return ImageSet(labels=labels, images=np.ascontiguousarray(data))
+
+
+def _read_cifar(root) -> BalancedSource:
+    folder = _cifar_root(root)
+    meta = _read_cifar_pickle(folder / "meta")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"fine_label_names", [])]
+    train, test = _cifar_split(folder / "train"), _cifar_split(folder / "test")
+    if not names:
+        names = [str(c) for c in range(int(train.labels.max()) + 1)]
+    return BalancedSource(train=train, test=test, class_names=names)
+
+
+_register(DatasetSpec(
+    name="cifar100", num_classes=100, n_max=500, image_size=32, style="cifar",
+    paper_imbalance_factors=(10, 20, 100), layout=CIFAR_LAYOUT, read=_read_cifar, find_root=_cifar_root,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# TinyImageNet: train/<wnid>/images/*.JPEG, val/images + val/val_annotations.txt.
+
+TINY_LAYOUT = (
+    "the 'tiny-imagenet-200/' folder (wnids.txt, train/<wnid>/images/*.JPEG, "
+    "val/images/*.JPEG with val/val_annotations.txt) or its parent"
+)
+
+
+def _tiny_root(root):
+    return _find_folder(root, "tiny-imagenet-200", ("wnids.txt", "train", "val/images", "val/val_annotations.txt"),
+                        "tinyimagenet", TINY_LAYOUT)
+
+
+def _image_files(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(str(folder / e.name) for e in os.scandir(folder) if e.name.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _read_tiny(root) -> BalancedSource:
+    folder = _tiny_root(root)
+    wnids = [line.strip() for line in (folder / "wnids.txt").read_text().splitlines() if line.strip()]
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    paths, labels = [], []
+    for wnid in wnids:
+        files = _image_files(folder / "train" / wnid / "images")
+        if not files:
+            raise DatasetLayoutError(f"tinyimagenet: no images in {folder / 'train' / wnid / 'images'}; expected {TINY_LAYOUT}")
+        paths += files
+        labels += [index[wnid]] * len(files)
+    val_paths, val_labels = [], []
+    for line in (folder / "val" / "val_annotations.txt").read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) < 2:
+            continue
+        if fields[1] not in index:
+            raise DatasetLayoutError(f"tinyimagenet: val_annotations.txt names class {fields[1]} that is not in wnids.txt")
+        val_paths.append(str(folder / "val" / "images" / fields[0]))
+        val_labels.append(index[fields[1]])
+    train = ImageSet(labels=np.asarray(labels, dtype=np.int64), paths=paths)
+    test = ImageSet(labels=np.asarray(val_labels, dtype=np.int64), paths=val_paths)
+    return BalancedSource(train=train, test=test, class_names=wnids)
+
+
+_register(DatasetSpec(
+    name="tinyimagenet", num_classes=200, n_max=500, image_size=64, style="cifar",
+    paper_imbalance_factors=(10, 20, 100), layout=TINY_LAYOUT, read=_read_tiny, find_root=_tiny_root,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet: ImageFolder train/<class>/*, val/<class>/*.
+
+IMAGENET_LAYOUT = "an ImageFolder root with train/<class>/*.JPEG and val/<class>/*.JPEG (same class folders)"
+
+
+def _imagenet_root(root):
+    return _find_folder(root, "imagenet", ("train", "val"), "imagenet", IMAGENET_LAYOUT)
+
+
+def _read_image_folder(folder: Path) -> tuple[list[str], list[str], list[int]]:
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    paths, labels = [], []
+    for i, cls in enumerate(classes):
+        files = _image_files(folder / cls)
+        paths += files
+        labels += [i] * len(files)
+    return classes, paths, labels
+
+
+def _read_imagenet(root) -> BalancedSource:
+    folder = _imagenet_root(root)
+    classes, paths, labels = _read_image_folder(folder / "train")
+    val_classes, val_paths, val_labels = _read_image_folder(folder / "val")
+    if not classes:
+        raise DatasetLayoutError(f"imagenet: {folder / 'train'} has no class folders; expected {IMAGENET_LAYOUT}")
+    if val_classes != classes:
+        raise DatasetLayoutError(
+            f"imagenet: {folder / 'val'} has {len(val_classes)} class folders but train/ has {len(classes)} "
+            f"(or their names differ); expected {IMAGENET_LAYOUT}"
+        )
+    train = ImageSet(labels=np.asarray(labels, dtype=np.int64), paths=paths)
+    test = ImageSet(labels=np.asarray(val_labels, dtype=np.int64), paths=val_paths)
+    return BalancedSource(train=train, test=test, class_names=classes)
+
+
+_register(DatasetSpec(
+    name="imagenet", num_classes=1000, n_max=1300, image_size=224, style="imagenet",
+    paper_imbalance_factors=(5, 10, 20), layout=IMAGENET_LAYOUT, read=_read_imagenet, find_root=_imagenet_root,
+    cap_to_available=True, in_memory=False,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# Digits: scikit-learn's bundled 8x8 handwritten digits, the embedded default. A fixed balanced
+# test split (DIGITS_TEST_PER_CLASS per class, drawn with a seed of its own so it never depends
+# on the run's seed); images upsampled to 32x32 RGB for the CIFAR-style models.
+
+DIGITS_TEST_PER_CLASS = 50
+DIGITS_SPLIT_SEED = 20240601
+
+
+def _digits_root(root):
+    return None  # embedded: the root is ignored
+
+
+def _read_digits(root) -> BalancedSource:
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    raw = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    big = F.interpolate(raw, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
+    images = (big * 255).round().to(torch.uint8).squeeze(1).numpy()
+    images = np.ascontiguousarray(np.repeat(images[..., None], 3, axis=-1))
+    labels = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    test_idx = np.sort(np.concatenate([
+        rng.choice(np.flatnonzero(labels == c), DIGITS_TEST_PER_CLASS, replace=False) for c in range(10)
+    ]))
+    train_mask = np.ones(len(labels), dtype=bool)
+    train_mask[test_idx] = False
+    full = ImageSet(labels=labels, images=images)
+    return BalancedSource(train=full.subset(np.flatnonzero(train_mask)), test=full.subset(test_idx),
+                          class_names=[str(c) for c in range(10)])
+
+
+_register(DatasetSpec(
+    name="digits", num_classes=10, n_max=None, image_size=32, style="cifar",
+    paper_imbalance_factors=(10, 100), layout="nothing: digits ships with scikit-learn (--root is ignored)",
+    read=_read_digits, find_root=_digits_root,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LongTailedData:
+    """A long-tailed training set, the balanced test set, and the record needed to rebuild it."""
+
+    dataset: str
+    imbalance_factor: float
+    seed: int
+    counts: list[int]  # images per class actually kept, class 0 largest
+    train_indices: np.ndarray  # indices into the balanced training set (sorted): the audit record
+    train: ImageSet
+    test: ImageSet
+    class_names: list[str]
+    spec: DatasetSpec = field(repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.counts)
+
+
+def target_counts(spec: DatasetSpec, source_train_labels: np.ndarray, imbalance_factor: float,
+                  num_classes: int | None = None) -> list[int]:
+    """Per-class counts the long-tailed profile asks for (class 0 largest).
+
+    n_max is the dataset's nominal largest class (500 for CIFAR-100 and TinyImageNet, 1300 for
+    ImageNet), lowered to what every class has for balanced sources (a partial copy, or the
+    digits set), so the profile can always be drawn. ImageNet-LT instead caps each class at
+    what it has (SPEC section 3).
+    """
+    if num_classes is None:
+        num_classes = int(source_train_labels.max()) + 1 if len(source_train_labels) else 0
+    available = np.bincount(source_train_labels, minlength=num_classes)
+    if spec.cap_to_available:
+        n_max = min(spec.n_max, int(available.max()))
+        counts = long_tail_counts(n_max, num_classes, imbalance_factor)
+        return [min(c, int(a)) for c, a in zip(counts, available)]
+    n_max = int(available.min()) if spec.n_max is None else min(spec.n_max, int(available.min()))
+    if n_max < 1:
+        empty = [c for c in range(num_classes) if available[c] == 0]
+        raise DatasetLayoutError(f"{spec.name}: classes {empty[:5]} have no training images; expected {spec.layout}")
+    return long_tail_counts(n_max, num_classes, imbalance_factor)
+
+
+def check_root(name: str, root: str | Path | None) -> None:
+    """Fail fast, before any work, when the dataset root is missing or in the wrong layout."""
+    get_dataset(name).find_root(None if root is None else Path(root))
+
+
+def load_long_tailed(
+    name: str,
+    root: str | Path | None,
+    imbalance_factor: float,
+    seed: int = 0,
+    train_indices: np.ndarray | None = None,
+) -> LongTailedData:
+    """Read a dataset and draw its long-tailed training subsample.
+
+    With `train_indices` (a recorded subsample) the same images are kept again instead of
+    drawing: that is how a checkpoint rebuilds exactly the data it was trained on.
+    """
+    spec = get_dataset(name)
+    if not imbalance_factor >= 1:
+        raise UserError(f"imbalance factor must be >= 1 (1 = balanced), got {imbalance_factor}")
+    source = spec.read(None if root is None else Path(root))
+    counts = target_counts(spec, source.train.labels, imbalance_factor, len(source.class_names))
+    if train_indices is None:
+        train_indices = subsample_indices(source.train.labels, counts, seed, cap_to_available=spec.cap_to_available)
+    else:
+        train_indices = np.asarray(train_indices, dtype=np.int64)
+        if len(train_indices) and train_indices.max() >= len(source.train):
+            raise UserError(f"{name}: recorded training indices do not fit this copy of the dataset "
+                            f"({len(source.train)} training images); is --root the same dataset?")
+    train = source.train.subset(train_indices)
+    test = source.test
+    if spec.in_memory:
+        train = train.materialize(spec.image_size)
+        test = test.materialize(spec.image_size)
+    kept = np.bincount(train.labels, minlength=len(counts)).tolist()
+    return LongTailedData(
+        dataset=name, imbalance_factor=float(imbalance_factor), seed=seed, counts=kept,
+        train_indices=train_indices, train=train, test=test, class_names=source.class_names, spec=spec,
+    )

@@ -1,0 +1,173 @@
+"""The shared shape of every distillation method: a registry entry (MethodSpec) plus its loss.
+
+Adding a method = one new file in this package that defines its pure loss function, a
+Distiller module wrapping it, and calls `register(MethodSpec(...))`; then one import line in
+`__init__.py`. Nothing else in the code base names methods.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainables.models.base import Classifier, ModelOutput
+
+
+class UnknownMethodError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DistillContext:
+    """What a method may need to build its Distiller, known before training starts."""
+
+    num_classes: int
+    class_counts: tuple[int, ...]  # training images per class of the long-tailed set
+    student: Classifier | None = None
+    teacher: Classifier | None = None
+    teacher_arch: str = ""
+    student_arch: str = ""
+    input_shape: tuple[int, int, int] = (3, 32, 32)  # (channels, height, width), for probing feature shapes
+
+
+class Distiller(nn.Module):
+    """Computes the distillation term of one batch (the engine adds the weighted CE itself).
+
+    Subclasses set `needs_features = True` when they read `stages`/`pooled` of the outputs
+    (the engine then runs `forward_features` on both models and keeps the live teacher).
+    A Distiller may own trainable modules (ReviewKD's fusion layers): they are optimised with
+    the student and saved in its checkpoints.
+    """
+
+    needs_features: bool = False
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """A named, typed, range-checked knob of a method. Bounds are inclusive; None = unbounded."""
+
+    name: str
+    default: Any
+    kind: type = float  # float, int or bool
+    low: float | None = None
+    high: float | None = None
+    help: str = ""
+
+    def validate(self, value: Any, method: str) -> Any:
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{method}: hyperparameter '{self.name}' must be true or false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{method}: hyperparameter '{self.name}' must be a number, got {value!r}")
+        if self.kind is int:
+            if float(value) != int(value):
+                raise ValueError(f"{method}: hyperparameter '{self.name}' must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{method}: hyperparameter '{self.name}' must be finite, got {value!r}")
+        if self.low is not None and value < self.low:
+            raise ValueError(f"{method}: hyperparameter '{self.name}' must be >= {self.low}, got {value!r}")
+        if self.high is not None and value > self.high:
+            raise ValueError(f"{method}: hyperparameter '{self.name}' must be <= {self.high}, got {value!r}")
+        return value
+
+
+# Knobs every method has. ce_weight scales the cross-entropy on the labels; warmup_epochs
+# ramps the distillation term linearly from 1/k to 1 over the first k epochs (DKD's warm-up).
+COMMON_HYPERPARAMETERS = (
+    Hyperparameter("ce_weight", 1.0, float, 0.0, None, "weight of the cross-entropy on the labels"),
+    Hyperparameter("warmup_epochs", 0, int, 0, None, "linear warm-up of the distillation term, in epochs"),
+)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registry entry: how a method is named, what it needs and how it is built.
+
+    build(context, hparams) returns the Distiller, or None for a method without a teacher
+    (`ce`, the student trained alone). `defaults_for(dataset_style, teacher_arch,
+    student_arch)` returns the method's published defaults for that setting (SPEC section 2),
+    overriding the plain defaults of `hyperparameters`.
+    """
+
+    name: str
+    label: str  # as in the paper's tables: "KD", "DKD", "LTKD", ...
+    kind: str  # "none" (no teacher), "logit" or "feature"
+    hyperparameters: tuple[Hyperparameter, ...]
+    build: Callable[[DistillContext, dict], Distiller | None]
+    defaults_for: Callable[[str, str, str], Mapping[str, Any]] | None = None
+    description: str = ""
+    _by_name: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.kind not in ("none", "logit", "feature"):
+            raise ValueError(f"method kind must be none, logit or feature, got {self.kind!r}")
+        knobs = {h.name: h for h in COMMON_HYPERPARAMETERS}
+        knobs.update({h.name: h for h in self.hyperparameters})
+        self._by_name.update(knobs)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.kind != "none"
+
+    @property
+    def knobs(self) -> dict[str, Hyperparameter]:
+        """Every hyperparameter of the method, the common ones included, by name."""
+        return dict(self._by_name)
+
+    def defaults(self, dataset_style: str = "cifar", teacher_arch: str = "", student_arch: str = "") -> dict[str, Any]:
+        values = {name: knob.default for name, knob in self._by_name.items()}
+        if self.defaults_for is not None:
+            values.update(self.defaults_for(dataset_style, teacher_arch, student_arch))
+        return values
+
+    def resolve(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        dataset_style: str = "cifar",
+        teacher_arch: str = "",
+        student_arch: str = "",
+    ) -> dict[str, Any]:
+        """Defaults for the setting, updated with `overrides`; every value validated."""
+        values = self.defaults(dataset_style, teacher_arch, student_arch)
+        for name, value in (overrides or {}).items():
+            if name not in self._by_name:
+                known = ", ".join(sorted(self._by_name))
+                raise ValueError(f"{self.name}: unknown hyperparameter '{name}' (known: {known})")
+            values[name] = value
+        return {name: self._by_name[name].validate(value, self.name) for name, value in values.items()}
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    if spec.name in METHODS:
+        raise ValueError(f"method '{spec.name}' is registered twice")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    try:
+        return METHODS[name]
+    except KeyError:
+        known = ", ".join(sorted(METHODS))
+        raise UnknownMethodError(f"unknown method '{name}' (known: {known})") from None
+
+
+def warmup_factor(epoch: int, warmup_epochs: int) -> float:
+    """Weight of the distillation term at 0-based `epoch`: (epoch + 1) / k for the first k epochs, then 1."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, (epoch + 1) / warmup_epochs)

@@ -3,11 +3,14 @@ input print one line (`ltkd: error: ...`) and exit with status 2."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from trainables.errors import UserError
 
 EXIT_USER_ERROR = 2
+# Modules that add subcommands: each has add_commands(subparsers).
+COMMAND_MODULES = ("orchestrator.train_cli", "orchestrator.sweep_cli", "results.report_cli")
 
 
 def _number(text: str) -> float:
@@ -45,9 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--groups", type=int, default=3, help="number of class groups (default 3: head/medium/tail)")
     describe.set_defaults(handler=cmd_data_describe)
 
-    from orchestrator import train_cli
-
-    train_cli.add_commands(commands)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(commands)
     return parser
 
 

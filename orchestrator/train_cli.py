@@ -1,5 +1,106 @@
-"""`ltkd train teacher|student`: filled in by the engine issue."""
+"""`ltkd train teacher|student`: one training run, without Ray."""
+from __future__ import annotations
+
+import argparse
+
+from trainables.errors import UserError
+
+# Convenience flags for the hyperparameters the paper searches; anything else goes through --set.
+HPARAM_FLAGS = {"alpha": "alpha", "beta": "beta", "temperature": "temperature", "groups": "n_groups"}
+
+
+def _parse_value(text: str):
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"--set value '{text}' is not a number or true/false") from None
+
+
+def method_overrides(args: argparse.Namespace) -> dict:
+    from trainables.distillers import get_method
+
+    knobs = get_method(getattr(args, "method", "ce")).knobs
+    overrides = {}
+    for flag, name in HPARAM_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            if name == "temperature" and "temperature" not in knobs and "tau" in knobs:
+                name = "tau"  # DIST calls its temperature tau
+            overrides[name] = value
+    for item in getattr(args, "set", None) or []:
+        if "=" not in item:
+            raise UserError(f"--set expects NAME=VALUE, got '{item}'")
+        name, value = item.split("=", 1)
+        overrides[name.strip()] = _parse_value(value)
+    return overrides
+
+
+def run_config_from_args(args: argparse.Namespace, role: str):
+    from trainables.config import RunConfig
+
+    return RunConfig(
+        dataset=args.dataset, root=args.root, imbalance_factor=args.imbalance_factor, data_seed=args.data_seed,
+        role=role, arch=args.arch, method=getattr(args, "method", "ce"),
+        hparams=method_overrides(args), teacher=getattr(args, "teacher", None),
+        teacher_arch=getattr(args, "teacher_arch", None), seed=args.seed, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, device=args.device, amp=args.amp,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainables.engine import fit
+
+    config = run_config_from_args(args, args.role).resolved()  # every setting checked before any work
+    result = fit(config, args.out)
+    m = result.metrics
+    print(f"done: {result.checkpoint}  acc {m['acc']:.2f}  head {m['acc_head']:.2f}  "
+          f"medium {m['acc_medium']:.2f}  tail {m['acc_tail']:.2f}")
+    return 0
+
+
+def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
+    parser.add_argument("--dataset", default="digits", help="digits (default), cifar100, tinyimagenet or imagenet")
+    parser.add_argument("--root", default=None, help="folder holding the dataset (not needed for digits)")
+    parser.add_argument("--imbalance-factor", type=float, default=100.0, help="gamma, >= 1 (default 100)")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the long-tailed subsample (default 0)")
+    parser.add_argument("--arch", default=default_arch, help=f"architecture (default {default_arch})")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's (240 CIFAR, 100 ImageNet, 12 digits)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--weight-decay", type=float, default=None)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                        help="mixed precision on CUDA (losses always run in float32)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, run.json, metrics.jsonl; "
+                        "an unfinished run of the same config there is resumed")
 
 
 def add_commands(commands) -> None:
-    return None
+    train = commands.add_parser("train", help="train one teacher or student, without Ray")
+    roles = train.add_subparsers(dest="role", metavar="ROLE")
+    teacher = roles.add_parser("teacher", help="cross-entropy on the long-tailed training set")
+    _common_options(teacher, "resnet32x4")
+    teacher.set_defaults(handler=cmd_train, role="teacher")
+
+    student = roles.add_parser("student", help="distil a student from a teacher checkpoint")
+    _common_options(student, "resnet8x4")
+    student.add_argument("--method", default="ltkd", help="ce, kd, dkd, dist, bkd, ltkd, reviewkd, catkd (default ltkd)")
+    student.add_argument("--teacher", default=None, help="teacher run folder (or its checkpoint.pt)")
+    student.add_argument("--teacher-arch", default=None, help="check that the teacher checkpoint is this architecture")
+    student.add_argument("--alpha", type=float, default=None, help="LTKD/DKD alpha")
+    student.add_argument("--beta", type=float, default=None, help="LTKD/DKD beta")
+    student.add_argument("--temperature", type=float, default=None, help="distillation temperature")
+    student.add_argument("--groups", type=int, default=None, help="LTKD: number of class groups")
+    student.add_argument("--set", action="append", metavar="NAME=VALUE",
+                         help="any other method hyperparameter, e.g. --set rebalance=false --set ce_weight=0.5")
+    student.set_defaults(handler=cmd_train, role="student")

@@ -1,0 +1,199 @@
+"""The training engine without Ray: teachers, students of every logit method, exact resume, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from orchestrator.cli import main as ltkd_main
+from tests.dataset_builders import write_cifar100
+from trainables.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from trainables.config import RunConfig
+from trainables.engine import NonFiniteLossError, fit, read_metrics
+from trainables.errors import UserError
+
+# Small and quick: digits at imbalance factor 100 keeps 304 training images.
+QUICK = dict(dataset="digits", imbalance_factor=100, arch="resnet20", batch_size=64, progress=False)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(epoch: int):
+    def callback(metrics, checkpoint):
+        if metrics["epoch"] == epoch:
+            raise Stop()
+    return callback
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("teacher")
+    fit(RunConfig(**QUICK, epochs=2, seed=0), run_dir, log=None)
+    return run_dir
+
+
+def test_teacher_run_writes_checkpoint_config_and_metrics(teacher_dir):
+    payload = load_checkpoint(teacher_dir)
+    assert payload["finished"] and payload["epoch"] == 2 and payload["num_classes"] == 10
+    history = read_metrics(teacher_dir)
+    assert [m["epoch"] for m in history] == [1, 2]
+    last = history[-1]
+    for key in ("acc", "acc_head", "acc_medium", "acc_tail", "per_class_acc", "group_prob", "train_loss", "lr"):
+        assert key in last
+    assert len(last["per_class_acc"]) == 10
+    # overall accuracy on the balanced test set is the mean of the per-class accuracies
+    assert last["acc"] == pytest.approx(sum(last["per_class_acc"]) / 10)
+    # head/medium/tail are the 3-group means (3, 4, 3 classes for 10 classes)
+    pc = last["per_class_acc"]
+    assert last["acc_head"] == pytest.approx(sum(pc[:3]) / 3)
+    assert last["acc_tail"] == pytest.approx(sum(pc[7:]) / 3)
+    assert sum(last["group_prob"]) == pytest.approx(1.0, abs=1e-5)
+    assert (teacher_dir / "run.json").exists()
+    # the recorded subsample rebuilds the long-tailed set: 304 images at factor 100
+    assert len(payload["train_indices"]) == sum(payload["class_counts"]) == 304
+
+
+@pytest.mark.parametrize("method", ["ce", "kd", "dkd", "dist", "bkd", "ltkd"])
+def test_every_logit_method_distils_end_to_end(teacher_dir, tmp_path, method):
+    config = RunConfig(**QUICK, role="student", method=method, epochs=2,
+                       teacher=None if method == "ce" else str(teacher_dir))
+    result = fit(config, tmp_path / method, log=None)
+    assert len(result.history) == 2
+    assert torch.isfinite(torch.tensor(result.metrics["train_loss"]))
+    if method != "ce":
+        assert result.metrics["teacher_group_prob"] is not None
+        assert 0 < result.metrics["distill_weight"] <= 1
+
+
+def test_ltkd_ablation_switches_and_group_count_reach_the_loss(teacher_dir, tmp_path):
+    config = RunConfig(**QUICK, role="student", method="ltkd", epochs=1, teacher=str(teacher_dir),
+                       hparams={"rebalance": False, "uniform_within": False, "n_groups": 10, "alpha": 0.0})
+    fit(config, tmp_path / "ablation", log=None)
+    saved = load_checkpoint(tmp_path / "ablation")["config"]["hparams"]
+    assert saved["rebalance"] is False and saved["n_groups"] == 10 and saved["alpha"] == 0.0
+
+
+def test_resume_continues_exactly(teacher_dir, tmp_path):
+    config = RunConfig(**QUICK, role="student", method="ltkd", epochs=3, teacher=str(teacher_dir))
+    straight = fit(config, tmp_path / "straight", log=None)
+    with pytest.raises(Stop):
+        fit(config, tmp_path / "resumed", callback=stop_after(2), log=None)
+    assert load_checkpoint(tmp_path / "resumed")["epoch"] == 2
+    resumed = fit(config, tmp_path / "resumed", log=None)
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    strip = lambda h: [{k: v for k, v in m.items() if "seconds" not in k} for m in h]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "resumed")] == [1, 2, 3]
+    # a finished run is not trained again
+    again = fit(config, tmp_path / "resumed", log=None)
+    assert strip(again.history) == strip(straight.history)
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+def test_teacher_for_another_setting_is_refused(teacher_dir, tmp_path):
+    with pytest.raises(UserError, match="imbalance factor 100 / data seed 0 \\(this run: 10 / 0\\)"):
+        fit(RunConfig(**{**QUICK, "imbalance_factor": 10}, role="student", method="kd", epochs=1,
+                      teacher=str(teacher_dir)), tmp_path / "s", log=None)
+    with pytest.raises(UserError, match="architecture resnet20 \\(asked: resnet32x4\\)"):
+        fit(RunConfig(**QUICK, role="student", method="kd", epochs=1, teacher=str(teacher_dir),
+                      teacher_arch="resnet32x4"), tmp_path / "s", log=None)
+    assert not (tmp_path / "s" / CHECKPOINT_NAME).exists()
+
+
+def test_teacher_for_another_class_count_is_refused(tmp_path):
+    write_cifar100(tmp_path / "data", per_class_train=2, per_class_test=1)
+    fit(RunConfig(dataset="cifar100", root=str(tmp_path / "data"), imbalance_factor=2, arch="resnet20",
+                  epochs=1, batch_size=100, progress=False), tmp_path / "cifar_teacher", log=None)
+    with pytest.raises(UserError, match="dataset cifar100 \\(this run: digits\\); 100 classes \\(this run: 10\\)"):
+        fit(RunConfig(**QUICK, role="student", method="ltkd", epochs=1, teacher=str(tmp_path / "cifar_teacher")),
+            tmp_path / "s", log=None)
+
+
+def test_missing_truncated_and_unfinished_teacher_checkpoints(teacher_dir, tmp_path):
+    student = dict(**QUICK, role="student", method="kd", epochs=1)
+    with pytest.raises(UserError, match="not found"):
+        fit(RunConfig(**student, teacher=str(tmp_path / "nowhere")), tmp_path / "s", log=None)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((teacher_dir / CHECKPOINT_NAME).read_bytes()[:5000])
+    with pytest.raises(UserError, match="truncated or not a checkpoint"):
+        fit(RunConfig(**student, teacher=str(truncated)), tmp_path / "s", log=None)
+    with pytest.raises(Stop):
+        fit(RunConfig(**QUICK, epochs=3), tmp_path / "unfinished", callback=stop_after(1), log=None)
+    with pytest.raises(UserError, match="is not finished \\(epoch 1 of 3\\)"):
+        fit(RunConfig(**student, teacher=str(tmp_path / "unfinished")), tmp_path / "s", log=None)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"arch": "resnet9000"}, "unknown architecture 'resnet9000'"),
+    ({"method": "fancykd", "role": "student", "teacher": "x"}, "unknown method 'fancykd'"),
+    ({"method": "kd", "role": "student"}, "distils from a teacher"),
+    ({"method": "ltkd", "role": "student", "teacher": "x", "hparams": {"alpha": -1.0}}, "'alpha' must be >= 0"),
+    ({"method": "ltkd", "role": "student", "teacher": "x", "hparams": {"gamma": 1.0}}, "unknown hyperparameter 'gamma'"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"lr": -0.1}, "lr must be a positive number"),
+])
+def test_impossible_settings_are_rejected_before_any_work(settings, message, tmp_path):
+    with pytest.raises((UserError, ValueError), match=message):
+        fit(RunConfig(**{**QUICK, **settings}), tmp_path / "never", log=None)
+    assert not (tmp_path / "never").exists()
+
+
+def test_ltkd_with_more_groups_than_classes_is_rejected(teacher_dir, tmp_path):
+    with pytest.raises(ValueError, match="between 1 and the class count 10"):
+        fit(RunConfig(**QUICK, role="student", method="ltkd", epochs=1, teacher=str(teacher_dir),
+                      hparams={"n_groups": 11}), tmp_path / "s", log=None)
+
+
+def test_another_run_never_overwrites_a_checkpoint(teacher_dir, tmp_path):
+    before = (teacher_dir / CHECKPOINT_NAME).read_bytes()
+    with pytest.raises(UserError, match="already holds a different run \\(differs in: lr\\)"):
+        fit(RunConfig(**QUICK, epochs=2, lr=0.2), teacher_dir, log=None)
+    assert (teacher_dir / CHECKPOINT_NAME).read_bytes() == before
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint(tmp_path):
+    config = RunConfig(**QUICK, epochs=3)
+    with pytest.raises(Stop):
+        fit(config, tmp_path / "run", callback=stop_after(1), log=None)
+    # Corrupt the saved weights as a diverging run would, then resume: the loss is no longer finite.
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    payload = torch.load(path, weights_only=False)
+    payload["model"]["classifier.weight"].fill_(float("inf"))
+    torch.save(payload, path)
+    before = path.read_bytes()
+    with pytest.raises(NonFiniteLossError, match="at epoch 2, step 1 of 5"):
+        fit(config, tmp_path / "run", log=None)
+    assert path.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------- command line
+
+
+def test_cli_trains_a_teacher_then_an_ltkd_student(tmp_path, capsys):
+    common = ["--dataset", "digits", "--imbalance-factor", "100", "--batch-size", "64", "--epochs", "1"]
+    assert ltkd_main(["train", "teacher", *common, "--arch", "resnet20", "--out", str(tmp_path / "t")]) == 0
+    assert ltkd_main(["train", "student", *common, "--arch", "resnet20", "--method", "ltkd", "--teacher",
+                      str(tmp_path / "t"), "--alpha", "1", "--beta", "2", "--temperature", "2", "--groups", "5",
+                      "--set", "rebalance=false", "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1/1" in out and "done: " in out
+    hparams = load_checkpoint(tmp_path / "s")["config"]["hparams"]
+    assert (hparams["alpha"], hparams["beta"], hparams["temperature"], hparams["n_groups"], hparams["rebalance"]) == \
+        (1.0, 2.0, 2.0, 5, False)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["teacher", "--arch", "nope"], "unknown architecture 'nope'"),
+    (["student", "--method", "kd"], "distils from a teacher"),
+    (["student", "--method", "ltkd", "--teacher", "/no/such/run"], "not found"),
+    (["student", "--method", "kd", "--teacher", "/x", "--groups", "3"], "unknown hyperparameter 'n_groups'"),
+])
+def test_cli_bad_input_is_one_line_and_nonzero(args, message, tmp_path, capsys):
+    code = ltkd_main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err

@@ -1,0 +1,143 @@
+"""The typed configuration of one training run (a teacher or a student), validated at load."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables.errors import UserError
+
+# SPEC section 5. Milestones are fractions of the run's epochs, so a short run decays at the
+# same points of its schedule as the 240-epoch recipe (150/180/210 of 240; 30/60/90 of 100).
+RECIPES = {
+    "cifar": dict(epochs=240, batch_size=64, lr=0.05, weight_decay=5e-4, milestones=(150 / 240, 180 / 240, 210 / 240)),
+    "imagenet": dict(epochs=100, batch_size=512, lr=0.2, weight_decay=1e-4, milestones=(0.3, 0.6, 0.9)),
+    # The embedded digits set has ~500 long-tailed training images: small batches give enough
+    # steps for a teacher to learn it in well under a minute on a CPU.
+    "digits": dict(epochs=12, batch_size=16, lr=0.05, weight_decay=5e-4, milestones=(150 / 240, 180 / 240, 210 / 240)),
+}
+# Warm-up defaults of the methods (DKD's 20 epochs) are given for their style's recipe (240
+# epochs for CIFAR-style data, 100 for ImageNet); a run of another length scales them to the
+# same share of its schedule, unless warmup_epochs is set explicitly.
+
+
+def recipe_for(dataset_name: str, style: str) -> dict:
+    return RECIPES.get(dataset_name, RECIPES[style])
+
+ROLES = ("teacher", "student")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+# Fields that do not change what a run computes: a resumed run may differ in them.
+NON_IDENTITY_FIELDS = ("root", "device", "num_workers", "amp", "channels_last", "progress")
+
+
+@dataclass
+class RunConfig:
+    """One training run. None means "the recipe's default for this dataset and model"."""
+
+    dataset: str = "digits"
+    root: str | None = None
+    imbalance_factor: float = 100.0
+    data_seed: int = 0  # seed of the long-tailed subsample (fixed across training seeds)
+    role: str = "teacher"  # teacher: cross-entropy on the long-tailed set; student: a method
+    arch: str = "resnet20"
+    method: str = "ce"
+    hparams: dict[str, Any] = field(default_factory=dict)  # method hyperparameters over its defaults
+    teacher: str | None = None  # teacher checkpoint (file or run folder), for methods with a teacher
+    teacher_arch: str | None = None  # when set, the teacher checkpoint must be this architecture
+    seed: int = 0  # training seed (initialisation, batch order, augmentation)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    lr_milestones: tuple[int, ...] | None = None  # epochs at which the lr is multiplied by lr_decay
+    lr_decay: float = 0.1
+    augment: bool = True
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
+    amp: str = "auto"  # auto = bf16 on CUDA when supported, fp16 otherwise on CUDA, off on CPU
+    channels_last: bool | None = None  # None = on for CUDA
+    num_workers: int = 4  # DataLoader workers for file-backed (ImageNet) data
+    progress: bool = True  # progress bar within an epoch when attached to a terminal
+
+    # ------------------------------------------------------------------ loading and defaults
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown run setting '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        values = dict(values)
+        if values.get("lr_milestones") is not None:
+            values["lr_milestones"] = tuple(values["lr_milestones"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        if values["lr_milestones"] is not None:
+            values["lr_milestones"] = list(values["lr_milestones"])
+        return values
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that determine the result: two runs with equal identities compute the same thing."""
+        values = self.to_dict()
+        for name in NON_IDENTITY_FIELDS:
+            values.pop(name)
+        return values
+
+    def resolved(self) -> "RunConfig":
+        """A validated copy with every recipe default filled in and the method's hyperparameters completed."""
+        from trainables.data.sources import get_dataset
+        from trainables.distillers import get_method
+        from trainables.models import MODELS
+
+        dataset = get_dataset(self.dataset)
+        if self.arch not in MODELS:
+            raise UserError(f"unknown architecture '{self.arch}' (known: {', '.join(MODELS)})")
+        if self.role not in ROLES:
+            raise UserError(f"role must be teacher or student, got '{self.role}'")
+        method = get_method(self.method)
+        if self.role == "teacher" and method.needs_teacher:
+            raise UserError(f"a teacher is trained with cross-entropy alone (method 'ce'), not '{self.method}'")
+        if method.needs_teacher and not self.teacher:
+            raise UserError(f"method '{self.method}' distils from a teacher: pass its checkpoint (--teacher DIR)")
+        recipe = recipe_for(dataset.name, dataset.style)
+        spec = MODELS[self.arch]
+        out = dataclasses.replace(self)
+        out.epochs = recipe["epochs"] if self.epochs is None else self.epochs
+        out.batch_size = recipe["batch_size"] if self.batch_size is None else self.batch_size
+        if self.lr is None:
+            out.lr = spec.student_lr if (self.role == "student" and spec.style == dataset.style) else recipe["lr"]
+        out.weight_decay = recipe["weight_decay"] if self.weight_decay is None else self.weight_decay
+        if self.lr_milestones is None:
+            out.lr_milestones = tuple(sorted({max(1, round(f * out.epochs)) for f in recipe["milestones"]}))
+        out.hparams = method.resolve(self.hparams, dataset_style=dataset.style,
+                                     teacher_arch=self.teacher_arch or "", student_arch=self.arch)
+        if "warmup_epochs" not in self.hparams and out.hparams["warmup_epochs"] > 0:
+            scaled = round(out.hparams["warmup_epochs"] * out.epochs / RECIPES[dataset.style]["epochs"])
+            out.hparams["warmup_epochs"] = max(1, scaled)
+        out._check()
+        return out
+
+    def _check(self) -> None:
+        def need(condition: bool, message: str) -> None:
+            if not condition:
+                raise UserError(message)
+
+        need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size}")
+        need(_finite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}")
+        need(_finite(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        need(_finite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(_finite(self.lr_decay) and 0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        need(all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
+             f"lr_milestones must be positive epoch numbers, got {self.lr_milestones}")
+        need(_finite(self.imbalance_factor) and self.imbalance_factor >= 1,
+             f"imbalance factor must be >= 1 (1 = balanced), got {self.imbalance_factor}")
+        need(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
+        need(isinstance(self.seed, int) and isinstance(self.data_seed, int), "seed and data_seed must be integers")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

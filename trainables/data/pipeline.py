@@ -1,0 +1,172 @@
+"""Batches for training and evaluation.
+
+Small-image datasets (digits, CIFAR, TinyImageNet) are held as one uint8 tensor on the training
+device; the CIFAR augmentation (random crop with zero padding, horizontal flip) is done for the
+whole batch with one gather, with no per-sample Python work. ImageNet-scale data goes through a
+torchvision DataLoader with workers.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trainables.data.sources import ImageSet
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @staticmethod
+    def of(images: np.ndarray) -> "Normalization":
+        """Per-channel mean and std of uint8 images (N, H, W, 3), in [0, 1] units."""
+        flat = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+        std = np.maximum(flat.std(0), 1e-3)
+        return Normalization(tuple(float(v) for v in flat.mean(0)), tuple(float(v) for v in std))
+
+
+def crop_flip_parameters(batch: int, padding: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random (row offset, column offset, flip) per image: offsets uniform in [0, 2*padding], flip with p=0.5."""
+    offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator)
+    flips = torch.rand(batch, generator=generator) < 0.5
+    return offsets[0], offsets[1], flips
+
+
+def crop_flip(padded: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+              flips: torch.Tensor, size: int) -> torch.Tensor:
+    """Gather crops of `size` from padded images (N, H+2p, W+2p, C) at the given offsets, flipped where asked.
+
+    Equals torchvision's RandomCrop(size, padding) followed by RandomHorizontalFlip for the same
+    offsets and flips (tested). Returns (B, size, size, C) in the input dtype.
+    """
+    device = padded.device
+    span = torch.arange(size, device=device)
+    row_index = rows.to(device)[:, None] + span  # (B, size)
+    col_index = cols.to(device)[:, None] + span
+    col_index = torch.where(flips.to(device)[:, None], col_index.flip(1), col_index)
+    return padded[index.to(device)[:, None, None], row_index[:, :, None], col_index[:, None, :]]
+
+
+class TensorBatches:
+    """Shuffled, augmented training batches from an in-memory uint8 image tensor.
+
+    The generator state is part of the checkpoint, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, images: ImageSet, batch_size: int, device: torch.device, normalization: Normalization,
+                 augment: bool = True, padding: int = 4, drop_last: bool = False, channels_last: bool = False):
+        if images.images is None:
+            raise ValueError("TensorBatches needs images held in memory")
+        tensor = torch.from_numpy(images.images)  # (N, H, W, C) uint8
+        self.size = tensor.shape[1]
+        self.padding = padding if augment else 0
+        if self.padding:
+            tensor = torch.nn.functional.pad(tensor, (0, 0, self.padding, self.padding, self.padding, self.padding))
+        self.padded = tensor.to(device)
+        self.labels = torch.from_numpy(images.labels).to(device)
+        self.batch_size = batch_size
+        self.augment = augment
+        self.drop_last = drop_last
+        self.device = device
+        self.channels_last = channels_last
+        self.mean = torch.tensor(normalization.mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(normalization.std, device=device).view(1, -1, 1, 1) * 255
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def to_input(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) uint8 -> normalised float (B, C, H, W)."""
+        x = batch_uint8.permute(0, 3, 1, 2).float()
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
+
+    def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yields (inputs, labels, image indices) for one pass over the shuffled training set."""
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator)
+        for step in range(len(self)):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            if self.augment:
+                rows, cols, flips = crop_flip_parameters(len(index), self.padding, generator)
+                batch = crop_flip(self.padded, index, rows, cols, flips, self.size)
+            else:
+                batch = self.padded[index.to(self.device)]
+            yield self.to_input(batch), self.labels[index.to(self.device)], index
+
+    def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, labels) in dataset order without augmentation: for evaluation."""
+        start = self.padding
+        for first in range(0, len(self.labels), self.batch_size):
+            batch = self.padded[first:first + self.batch_size]
+            if start:
+                batch = batch[:, start:start + self.size, start:start + self.size]
+            yield self.to_input(batch), self.labels[first:first + self.batch_size]
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    def __init__(self, images: ImageSet, transform):
+        self.paths, self.labels, self.transform = images.paths, images.labels, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as img:
+            return self.transform(img.convert("RGB")), int(self.labels[i]), i
+
+
+class FileBatches:
+    """ImageNet-style batches decoded from files by DataLoader workers (RandomResizedCrop + flip)."""
+
+    def __init__(self, images: ImageSet, batch_size: int, device: torch.device, train: bool, image_size: int = 224,
+                 num_workers: int = 4, channels_last: bool = False):
+        from torchvision import transforms
+
+        normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        if train:
+            transform = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
+                                            transforms.ToTensor(), normalize])
+        else:
+            transform = transforms.Compose([transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size),
+                                            transforms.ToTensor(), normalize])
+        self.dataset = _FileDataset(images, transform)
+        self.batch_size, self.device, self.train = batch_size, device, train
+        self.num_workers, self.channels_last = num_workers, channels_last
+        self.labels = torch.from_numpy(images.labels)
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def _loader(self, generator: torch.Generator | None):
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=self.train, generator=generator,
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+
+    def _move(self, x, y):
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def epoch(self, generator: torch.Generator):
+        for x, y, index in self._loader(generator):
+            yield (*self._move(x, y), index)
+
+    def ordered(self):
+        for x, y, _ in self._loader(None):
+            yield self._move(x, y)
+
+

@@ -1,0 +1,43 @@
+"""Distillation methods. Importing this package registers every method in METHODS.
+
+One module per method (ce, kd, dkd, dist, bkd, ltkd, ...); each defines its pure loss function,
+a Distiller wrapping it and its MethodSpec. `get_method(name)` resolves a registry name.
+"""
+from trainables.distillers.base import (
+    COMMON_HYPERPARAMETERS,
+    METHODS,
+    DistillContext,
+    Distiller,
+    Hyperparameter,
+    MethodSpec,
+    UnknownMethodError,
+    get_method,
+    register,
+    warmup_factor,
+)
+from trainables.distillers import ce, kd, dkd, dist, bkd, ltkd  # noqa: F401,E401  (registration)
+from trainables.distillers.bkd import bkd_loss, effective_number_weights
+from trainables.distillers.dist import dist_loss
+from trainables.distillers.dkd import dkd_loss
+from trainables.distillers.kd import kd_loss
+from trainables.distillers.ltkd import kl_decomposition, ltkd_loss
+
+__all__ = [
+    "COMMON_HYPERPARAMETERS",
+    "METHODS",
+    "DistillContext",
+    "Distiller",
+    "Hyperparameter",
+    "MethodSpec",
+    "UnknownMethodError",
+    "get_method",
+    "register",
+    "warmup_factor",
+    "bkd_loss",
+    "effective_number_weights",
+    "dist_loss",
+    "dkd_loss",
+    "kd_loss",
+    "kl_decomposition",
+    "ltkd_loss",
+]

@@ -1,0 +1,365 @@
+"""The training engine: `fit(config, run_dir)` trains one teacher or student. It knows nothing about Ray.
+
+One plain loop: per epoch, shuffled augmented batches -> forward (and the teacher's, for
+distillation) -> weighted cross-entropy + warmed-up distillation term -> SGD step; then
+evaluation on the balanced test set, an atomic checkpoint, and the epoch's metrics handed to a
+callback (the Ray trainable reports them to Tune; the command line prints them).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, CheckpointError, load_checkpoint, save_atomic
+from trainables.config import RunConfig
+from trainables.data.groups import class_groups, group_names
+from trainables.data.pipeline import FileBatches, Normalization, TensorBatches
+from trainables.data.sources import LongTailedData, load_long_tailed
+from trainables.distillers import DistillContext, get_method, warmup_factor
+from trainables.errors import UserError
+from trainables.models import ModelOutput, create_model
+
+EpochCallback = Callable[[dict[str, Any], Path], None]
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "run.json"
+
+
+class NonFiniteLossError(UserError):
+    pass
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]  # the last epoch's
+    history: list[dict[str, Any]]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+
+# ----------------------------------------------------------------------------------- devices
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision for the forward passes (losses still run in float32): CUDA only."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, num_classes: int, eval_groups: torch.Tensor,
+             amp_dtype: torch.dtype | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class accuracy on a (balanced) test set and the mean group probability of the predictions."""
+    model.eval()
+    correct = torch.zeros(num_classes, dtype=torch.float64)
+    total = torch.zeros(num_classes, dtype=torch.float64)
+    n_eval_groups = int(eval_groups.max()) + 1
+    group_prob = torch.zeros(n_eval_groups, dtype=torch.float64)
+    seen = 0
+    groups_dev = None
+    for inputs, labels in batches.ordered():
+        with torch.autocast(inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(inputs)
+        logits = logits.float()
+        if groups_dev is None:
+            groups_dev = eval_groups.to(logits.device)
+        hits = (logits.argmax(1) == labels).double().cpu()
+        labels_cpu = labels.cpu()
+        correct.index_add_(0, labels_cpu, hits)
+        total.index_add_(0, labels_cpu, torch.ones_like(hits))
+        probs = logits.softmax(1)
+        per_group = torch.zeros(len(probs), n_eval_groups, device=probs.device).index_add_(1, groups_dev, probs)
+        group_prob += per_group.sum(0).double().cpu()
+        seen += len(probs)
+    per_class = (correct / total.clamp(min=1)).numpy()
+    return per_class, (group_prob / max(seen, 1)).numpy()
+
+
+def summarize(per_class: np.ndarray, eval_groups: torch.Tensor) -> dict[str, float]:
+    """Overall accuracy (mean over classes: the test set is balanced) and per-group accuracy, in %."""
+    out = {"acc": float(per_class.mean() * 100)}
+    groups = eval_groups.numpy()
+    for g, name in enumerate(group_names(int(groups.max()) + 1)):
+        out[f"acc_{name}"] = float(per_class[groups == g].mean() * 100)
+    return out
+
+
+# ----------------------------------------------------------------------------------- teacher
+
+
+def load_teacher(config: RunConfig, data: LongTailedData, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The frozen teacher of a student run, after checking it was trained for this data."""
+    payload = load_checkpoint(config.teacher, what="teacher checkpoint")
+    teacher_config = payload["config"]
+    problems = []
+    if teacher_config["dataset"] != config.dataset:
+        problems.append(f"dataset {teacher_config['dataset']} (this run: {config.dataset})")
+    if payload["num_classes"] != data.num_classes:
+        problems.append(f"{payload['num_classes']} classes (this run: {data.num_classes})")
+    if config.teacher_arch and teacher_config["arch"] != config.teacher_arch:
+        problems.append(f"architecture {teacher_config['arch']} (asked: {config.teacher_arch})")
+    if float(teacher_config["imbalance_factor"]) != float(config.imbalance_factor) or \
+            teacher_config["data_seed"] != config.data_seed:
+        problems.append(f"imbalance factor {teacher_config['imbalance_factor']:g} / data seed "
+                        f"{teacher_config['data_seed']} (this run: {config.imbalance_factor:g} / {config.data_seed})")
+    if problems:
+        raise CheckpointError(f"teacher checkpoint {config.teacher} was trained for " + "; ".join(problems)
+                              + ": train a teacher for this setting or pass the matching one")
+    if not payload.get("finished"):
+        raise CheckpointError(f"teacher run {config.teacher} is not finished (epoch {payload['epoch']} of "
+                              f"{teacher_config['epochs']}); resume it with `ltkd train teacher --out` first")
+    teacher = create_model(teacher_config["arch"], data.num_classes)
+    teacher.load_state_dict(payload["model"])
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, teacher_config
+
+
+# ----------------------------------------------------------------------------------- the loop
+
+
+def _progress(step: int, steps: int, epoch: int, epochs: int, loss: float, started: float) -> None:
+    width = 24
+    done = int(width * step / steps)
+    rate = step / max(time.perf_counter() - started, 1e-9)
+    sys.stderr.write(f"\repoch {epoch}/{epochs} [{'#' * done}{'.' * (width - done)}] {step}/{steps} "
+                     f"loss {loss:.4f} {rate:.1f} it/s")
+    sys.stderr.flush()
+    if step == steps:
+        sys.stderr.write("\r" + " " * 90 + "\r")
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "data": generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data"])
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _format_epoch(m: dict[str, Any]) -> str:
+    parts = [f"epoch {m['epoch']:>3}/{m['epochs']}", f"loss {m['train_loss']:.4f}", f"lr {m['lr']:.4g}",
+             f"acc {m['acc']:.2f}", f"head {m['acc_head']:.2f}", f"medium {m['acc_medium']:.2f}",
+             f"tail {m['acc_tail']:.2f}", f"{m['epoch_seconds']:.1f}s"]
+    return "  ".join(parts)
+
+
+def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None = None,
+        log: Callable[[str], None] | None = print) -> RunResult:
+    """Train one run into `run_dir`, resuming from its checkpoint when it holds the same run.
+
+    `callback(metrics, checkpoint_path)` is called after every epoch, once the epoch's
+    checkpoint is on disk. An exception in the callback stops the run; the last checkpoint stays.
+    """
+    config = config.resolved()
+    run_dir = Path(run_dir)
+    log = log or (lambda line: None)
+    device = select_device(config.device)
+    amp_dtype = autocast_dtype(config.amp, device)
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+
+    # Resume only the very same run; never overwrite someone else's checkpoint.
+    resume = None
+    if (run_dir / CHECKPOINT_NAME).exists():
+        resume = load_checkpoint(run_dir, what="checkpoint in the run folder")
+        if resume["config_identity"] != config.identity():
+            changed = sorted(k for k in config.identity() if resume["config_identity"].get(k) != config.identity()[k])
+            raise UserError(f"{run_dir} already holds a different run (differs in: {', '.join(changed)}); "
+                            "choose another output folder")
+
+    data = load_long_tailed(config.dataset, config.root, config.imbalance_factor, config.data_seed,
+                            train_indices=None if resume is None else resume["train_indices"])
+    num_classes = data.num_classes
+    eval_groups = class_groups(data.counts, 3) if num_classes >= 3 else torch.zeros(num_classes, dtype=torch.long)
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = create_model(config.arch, num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    method = get_method(config.method)
+    teacher, teacher_config = (None, None)
+    if method.needs_teacher:
+        teacher, teacher_config = load_teacher(config, data, device)
+        if channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    image_shape = (3, data.spec.image_size, data.spec.image_size)
+    context = DistillContext(num_classes=num_classes, class_counts=tuple(data.counts), student=model, teacher=teacher,
+                             teacher_arch=teacher_config["arch"] if teacher_config else "", student_arch=config.arch,
+                             input_shape=image_shape)
+    distiller = method.build(context, dict(config.hparams))
+    if distiller is not None:
+        distiller.to(device)
+    needs_features = bool(distiller is not None and distiller.needs_features)
+
+    if data.spec.in_memory:
+        normalization = Normalization.of(data.train.images)
+        train_batches = TensorBatches(data.train, config.batch_size, device, normalization, augment=config.augment,
+                                      channels_last=channels_last)
+        test_batches = TensorBatches(data.test, 500, device, normalization, augment=False, channels_last=channels_last)
+    else:
+        normalization = None
+        train_batches = FileBatches(data.train, config.batch_size, device, train=True, image_size=data.spec.image_size,
+                                    num_workers=config.num_workers, channels_last=channels_last)
+        test_batches = FileBatches(data.test, config.batch_size, device, train=False, image_size=data.spec.image_size,
+                                   num_workers=config.num_workers, channels_last=channels_last)
+
+    parameters = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
+    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
+                                                     gamma=config.lr_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        if distiller is not None and resume.get("distiller") is not None:
+            distiller.load_state_dict(resume["distiller"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        _restore_rng(resume["rng"], generator)
+        history = list(resume["history"])
+        start_epoch = resume["epoch"]
+        if start_epoch >= config.epochs:
+            log(f"{run_dir}: already finished ({start_epoch} epochs)")
+            return RunResult(run_dir, history[-1] if history else {}, history)
+        log(f"resuming {run_dir} from epoch {start_epoch}")
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
+    _write_run_files(run_dir, config, history)
+
+    teacher_group_prob = None
+    if teacher is not None:
+        _, teacher_group_prob = evaluate(teacher, test_batches, num_classes, eval_groups, amp_dtype)
+
+    ce_weight = float(config.hparams["ce_weight"])
+    show_progress = config.progress and sys.stderr.isatty()
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        distill_weight = warmup_factor(epoch, int(config.hparams["warmup_epochs"]))
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        steps = len(train_batches)
+        for step, (inputs, labels, _index) in enumerate(train_batches.epoch(generator), start=1):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                if needs_features:
+                    student_out = model.forward_features(inputs)
+                else:
+                    logits = model(inputs)
+                    student_out = ModelOutput(logits, [], logits)
+                teacher_out = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        if needs_features:
+                            teacher_out = teacher.forward_features(inputs)
+                        else:
+                            teacher_logits = teacher(inputs)
+                            teacher_out = ModelOutput(teacher_logits, [], teacher_logits)
+            loss = ce_weight * F.cross_entropy(student_out.logits.float(), labels)
+            if distiller is not None:
+                loss = loss + distill_weight * distiller(student_out, teacher_out, labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step} of {steps}; nothing of this epoch "
+                    f"was saved (the last checkpoint is epoch {epoch}); lower the learning rate or check the "
+                    "hyperparameters")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach()
+            if show_progress:
+                _progress(step, steps, epoch + 1, config.epochs, float(loss), started)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        train_seconds = time.perf_counter() - started
+
+        per_class, group_prob = evaluate(model, test_batches, num_classes, eval_groups, amp_dtype)
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1, "epochs": config.epochs, "train_loss": float(loss_sum) / max(steps, 1), "lr": lr,
+            **summarize(per_class, eval_groups),
+            "per_class_acc": [float(v * 100) for v in per_class],
+            "group_prob": [float(v) for v in group_prob],
+            "teacher_group_prob": None if teacher_group_prob is None else [float(v) for v in teacher_group_prob],
+            "distill_weight": distill_weight if distiller is not None else 0.0,
+            "epoch_seconds": time.perf_counter() - started, "train_seconds": train_seconds,
+            "device": str(device),
+        }
+        history.append(metrics)
+        payload = {
+            "format": "ltkd-sweep", "format_version": FORMAT_VERSION,
+            "config": config.to_dict(), "config_identity": config.identity(),
+            "epoch": epoch + 1, "finished": epoch + 1 == config.epochs,
+            "num_classes": num_classes, "class_counts": list(data.counts), "train_indices": data.train_indices,
+            "normalization": None if normalization is None else [normalization.mean, normalization.std],
+            "model": model.state_dict(), "distiller": None if distiller is None else distiller.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": _rng_state(generator), "history": history,
+        }
+        save_atomic(payload, run_dir / CHECKPOINT_NAME)
+        _append_metrics(run_dir, metrics)
+        log(_format_epoch(metrics))
+        if callback is not None:
+            callback(metrics, run_dir / CHECKPOINT_NAME)
+    return RunResult(run_dir, history[-1], history)
+
+
+def _write_run_files(run_dir: Path, config: RunConfig, history: list[dict[str, Any]]) -> None:
+    """run.json (the resolved config) and metrics.jsonl rewritten from the checkpoint's history."""
+    tmp = run_dir / f".{CONFIG_NAME}.tmp"
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    os.replace(tmp, run_dir / CONFIG_NAME)
+    tmp = run_dir / f".{METRICS_NAME}.tmp"
+    tmp.write_text("".join(json.dumps(m) + "\n" for m in history))
+    os.replace(tmp, run_dir / METRICS_NAME)
+
+
+def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    with open(run_dir / METRICS_NAME, "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_NAME
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

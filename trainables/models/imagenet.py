@@ -1,0 +1,106 @@
+"""ImageNet-style models: torchvision's ResNet18/34/50 (randomly initialised, never downloaded)
+and MobileNetV1 (Howard et al. 2017, the version used by the KD codebases' ImageNet runs).
+
+stages are post-ReLU: for the ResNets [stem (before the max-pool), layer1..layer4], for
+MobileNetV1 [stem, 56x56, 28x28, 14x14, 7x7 stages at 224 input]; the last one is pooled
+(adaptive average pooling, so small test inputs work too).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from ._init import init_weights
+from .base import Classifier, ModelOutput
+
+
+class TorchvisionResNet(Classifier):
+    """A torchvision ResNet whose `fc` is kept as `classifier`; other parameter names are torchvision's."""
+
+    def __init__(self, constructor: Callable[..., torchvision.models.ResNet], num_classes: int) -> None:
+        super().__init__()
+        net = constructor(weights=None, num_classes=num_classes)  # weights=None: nothing is downloaded
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.avgpool = net.avgpool
+        self.classifier = net.fc
+        self.num_features = net.fc.in_features
+
+    def forward_features(self, x: torch.Tensor) -> ModelOutput:
+        stem = self.relu(self.bn1(self.conv1(x)))
+        f1 = self.layer1(self.maxpool(stem))
+        f2 = self.layer2(f1)
+        f3 = self.layer3(f2)
+        f4 = self.layer4(f3)
+        pooled = torch.flatten(self.avgpool(f4), 1)
+        return ModelOutput(self.classifier(pooled), [stem, f1, f2, f3, f4], pooled)
+
+
+def _conv_bn(inp: int, oup: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inp, oup, 3, stride, 1, bias=False), nn.BatchNorm2d(oup), nn.ReLU(inplace=True))
+
+
+def _conv_dw(inp: int, oup: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False),
+        nn.BatchNorm2d(inp),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(inp, oup, 1, bias=False),
+        nn.BatchNorm2d(oup),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MobileNetV1(Classifier):
+    # (out channels, stride) of the depthwise-separable layers, grouped into stages
+    STAGES = (
+        ((64, 1), (128, 2), (128, 1)),
+        ((256, 2), (256, 1)),
+        ((512, 2),) + ((512, 1),) * 5,
+        ((1024, 2), (1024, 1)),
+    )
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.stem = _conv_bn(3, 32, 2)
+        in_channels = 32
+        stages = []
+        for cfg in self.STAGES:
+            layers = []
+            for out_channels, stride in cfg:
+                layers.append(_conv_dw(in_channels, out_channels, stride))
+                in_channels = out_channels
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(in_channels, num_classes)
+        self.num_features = in_channels
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> ModelOutput:
+        stem = self.stem(x)
+        f1 = self.layer1(stem)
+        f2 = self.layer2(f1)
+        f3 = self.layer3(f2)
+        f4 = self.layer4(f3)
+        pooled = torch.flatten(self.avgpool(f4), 1)
+        return ModelOutput(self.classifier(pooled), [stem, f1, f2, f3, f4], pooled)
+
+
+def resnet18(num_classes: int) -> TorchvisionResNet:
+    return TorchvisionResNet(torchvision.models.resnet18, num_classes)
+
+
+def resnet34(num_classes: int) -> TorchvisionResNet:
+    return TorchvisionResNet(torchvision.models.resnet34, num_classes)
+
+
+def resnet50(num_classes: int) -> TorchvisionResNet:
+    return TorchvisionResNet(torchvision.models.resnet50, num_classes)
+
+
+def mobilenetv1(num_classes: int) -> MobileNetV1:
+    return MobileNetV1(num_classes)

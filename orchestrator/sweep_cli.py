@@ -1,5 +1,58 @@
-"""`ltkd sweep|resume|status`: added by the sweeps issue."""
+"""`ltkd sweep`, `ltkd resume`, `ltkd status`."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+QUICKSTART = Path(__file__).with_name("quickstart.toml")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep_config import load_config
+
+    config = load_config(args.config or QUICKSTART)
+    if args.storage:
+        config.storage = args.storage
+    if args.name:
+        config.name = args.name
+    return run_sweep(config, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import load_sweep_folder, run_sweep
+
+    config = load_sweep_folder(args.sweep_dir)
+    return run_sweep(config, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose, resume=True)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.status import sweep_status
+
+    print(sweep_status(args.sweep_dir))
+    return 0
+
+
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: RAY_ADDRESS, or a "
+                        "local cluster)")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own output")
 
 
 def add_commands(commands) -> None:
-    return None
+    sweep = commands.add_parser("sweep", help="run a sweep (no CONFIG: the digits quickstart)")
+    sweep.add_argument("config", nargs="?", default=None, help="sweep config (.toml, .yaml or .json)")
+    sweep.add_argument("--storage", default=None, help="override the config's storage folder")
+    sweep.add_argument("--name", default=None, help="override the config's sweep name")
+    _cluster_options(sweep)
+    sweep.set_defaults(handler=cmd_sweep)
+
+    resume = commands.add_parser("resume", help="continue a sweep whose driver died or was stopped")
+    resume.add_argument("sweep_dir", help="the sweep folder (storage/name)")
+    _cluster_options(resume)
+    resume.set_defaults(handler=cmd_resume)
+
+    status = commands.add_parser("status", help="where a sweep stands (reads only, changes nothing)")
+    status.add_argument("sweep_dir", help="the sweep folder (storage/name)")
+    status.set_defaults(handler=cmd_status)

@@ -163,7 +163,7 @@ def test_image_folder_counts_are_capped_at_what_each_class_has(tmp_path):
 def test_digits_is_embedded_with_a_fixed_balanced_test_split():
     a = load_long_tailed("digits", None, 10, seed=0)
     b = load_long_tailed("digits", None, 10, seed=1)
-    assert a.num_classes == 10 and a.train.images.shape[1:] == (32, 32, 3)
+    assert a.num_classes == 10 and a.train.images.shape[1:] == (16, 16, 3)
     assert np.bincount(a.test.labels).tolist() == [50] * 10
     assert np.array_equal(a.test.images, b.test.images)
     assert not np.array_equal(a.train_indices, b.train_indices)

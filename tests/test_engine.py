@@ -84,9 +84,10 @@ def test_resume_continues_exactly(teacher_dir, tmp_path):
     a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
-    strip = lambda h: [{k: v for k, v in m.items() if "seconds" not in k} for m in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in m.items() if "seconds" not in k and k != "resumed_from"} for m in h]  # noqa: E731
     assert strip(straight.history) == strip(resumed.history)
     assert [m["epoch"] for m in read_metrics(tmp_path / "resumed")] == [1, 2, 3]
+    assert [m["resumed_from"] for m in resumed.history] == [0, 0, 2]
     # a finished run is not trained again
     again = fit(config, tmp_path / "resumed", log=None)
     assert strip(again.history) == strip(straight.history)

@@ -103,6 +103,7 @@ class RunConfig:
         if method.needs_teacher and not self.teacher:
             raise UserError(f"method '{self.method}' distils from a teacher: pass its checkpoint (--teacher DIR)")
         recipe = recipe_for(dataset.name, dataset.style)
+        teacher_arch = self.teacher_arch or (_teacher_arch_on_disk(self.teacher) if self.teacher else None)
         spec = MODELS[self.arch]
         out = dataclasses.replace(self)
         out.epochs = recipe["epochs"] if self.epochs is None else self.epochs
@@ -113,7 +114,7 @@ class RunConfig:
         if self.lr_milestones is None:
             out.lr_milestones = tuple(sorted({max(1, round(f * out.epochs)) for f in recipe["milestones"]}))
         out.hparams = method.resolve(self.hparams, dataset_style=dataset.style,
-                                     teacher_arch=self.teacher_arch or "", student_arch=self.arch)
+                                     teacher_arch=teacher_arch or "", student_arch=self.arch)
         if "warmup_epochs" not in self.hparams and out.hparams["warmup_epochs"] > 0:
             scaled = round(out.hparams["warmup_epochs"] * out.epochs / RECIPES[dataset.style]["epochs"])
             out.hparams["warmup_epochs"] = max(1, scaled)
@@ -137,6 +138,19 @@ class RunConfig:
              f"imbalance factor must be >= 1 (1 = balanced), got {self.imbalance_factor}")
         need(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
         need(isinstance(self.seed, int) and isinstance(self.data_seed, int), "seed and data_seed must be integers")
+
+
+def _teacher_arch_on_disk(teacher: str) -> str | None:
+    """The teacher's architecture from its run folder's run.json (so per-pair method defaults apply)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(teacher).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    try:
+        return json.loads((folder / "run.json").read_text()).get("arch")
+    except (OSError, ValueError):
+        return None
 
 
 def _finite(value: Any) -> bool:

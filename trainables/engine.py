@@ -4,6 +4,13 @@ One plain loop: per epoch, shuffled augmented batches -> forward (and the teache
 distillation) -> weighted cross-entropy + warmed-up distillation term -> SGD step; then
 evaluation on the balanced test set, an atomic checkpoint, and the epoch's metrics handed to a
 callback (the Ray trainable reports them to Tune; the command line prints them).
+
+Students of logit methods on in-memory CIFAR-style data read their teacher's logits from the
+teacher-logit cache (trainables/teacher_cache.py: every one of the 162 views of every training
+image, computed once per teacher and kept next to its checkpoint) instead of running the teacher;
+see `fit`'s `teacher_cache`. The cache changes neither the batches nor the views a run sees (the
+data generator is consumed identically), so a cached run equals a live-teacher run to float
+tolerance, and exact resume holds for both.
 """
 from __future__ import annotations
 
@@ -21,7 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, CheckpointError, load_checkpoint, save_atomic
+from trainables import teacher_cache as tcache
+from trainables.checkpoint import (CHECKPOINT_NAME, FORMAT_VERSION, CheckpointError, checkpoint_path, load_checkpoint,
+                                   save_atomic)
 from trainables.config import RunConfig
 from trainables.data.groups import class_groups, group_names
 from trainables.data.pipeline import FileBatches, Normalization, TensorBatches
@@ -31,6 +40,7 @@ from trainables.errors import UserError
 from trainables.models import ModelOutput, create_model
 
 EpochCallback = Callable[[dict[str, Any], Path], None]
+TEACHER_CACHE_MODES = ("auto", "on", "off")
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "run.json"
 
@@ -60,6 +70,28 @@ def select_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' asked for but CUDA is not available; use --device cpu or auto")
     return device
+
+
+def cap_cuda_memory(fraction: float | None, device: torch.device | str | int | None = None) -> bool:
+    """Cap this process's CUDA memory at `fraction` of the device's (several small trials per GPU).
+
+    Call it before the trial allocates anything on the GPU (fit does, given `cuda_memory_fraction`).
+    It limits PyTorch's caching allocator (tensors, cuDNN workspaces); the CUDA context itself
+    (a few hundred MiB per process) is outside it, so give each trial a little less than
+    1 / trials_per_gpu. A trial that needs more fails with torch.OutOfMemoryError instead of
+    starving its neighbours. Returns whether a cap was set (False on CPU, or for None / 1).
+    """
+    if fraction is None:
+        return False
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise UserError(f"the CUDA memory fraction must be in (0, 1], got {fraction!r}")
+    if fraction == 1 or not torch.cuda.is_available():
+        return False
+    device = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    if device.type != "cuda":
+        return False
+    torch.cuda.set_per_process_memory_fraction(float(fraction), device)
+    return True
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -115,8 +147,8 @@ def summarize(per_class: np.ndarray, eval_groups: torch.Tensor) -> dict[str, flo
 # ----------------------------------------------------------------------------------- teacher
 
 
-def load_teacher(config: RunConfig, data: LongTailedData, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The frozen teacher of a student run, after checking it was trained for this data."""
+def read_teacher(config: RunConfig, data: LongTailedData) -> tuple[dict, dict]:
+    """The teacher's checkpoint payload and config, after checking it was trained for this data."""
     payload = load_checkpoint(config.teacher, what="teacher checkpoint")
     teacher_config = payload["config"]
     problems = []
@@ -136,12 +168,108 @@ def load_teacher(config: RunConfig, data: LongTailedData, device: torch.device) 
     if not payload.get("finished"):
         raise CheckpointError(f"teacher run {config.teacher} is not finished (epoch {payload['epoch']} of "
                               f"{teacher_config['epochs']}); resume it with `ltkd train teacher --out` first")
-    teacher = create_model(teacher_config["arch"], data.num_classes)
+    return payload, teacher_config
+
+
+def teacher_model(payload: dict, num_classes: int, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """The frozen teacher (eval mode, no gradients) from its checkpoint payload.
+
+    Its random initialisation runs on a forked RNG: the weights are overwritten anyway, and a run
+    must consume the global RNG identically whether it loads the teacher or reads the cache.
+    """
+    with torch.random.fork_rng(devices=[]):
+        teacher = create_model(payload["config"]["arch"], num_classes)
     teacher.load_state_dict(payload["model"])
     teacher.to(device).eval()
+    if channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher, teacher_config
+    return teacher
+
+
+def load_teacher(config: RunConfig, data: LongTailedData, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The frozen teacher of a student run, after checking it was trained for this data."""
+    payload, teacher_config = read_teacher(config, data)
+    return teacher_model(payload, data.num_classes, device), teacher_config
+
+
+# ----------------------------------------------------------------------------------- teacher-logit cache
+
+
+def teacher_cache_key(payload: dict, data: LongTailedData, batches: TensorBatches, normalization: Normalization,
+                      eval_groups: torch.Tensor, dtype: str) -> dict[str, Any]:
+    """Everything that determines the cached logits (and the teacher's test-set group probabilities)."""
+    return {
+        "teacher_weights": tcache.digest_state_dict(payload["model"]),
+        "teacher_arch": payload["config"]["arch"],
+        "num_classes": data.num_classes,
+        "dataset": data.dataset,
+        "train_images": tcache.digest_array(data.train.images),
+        "n_train": len(data.train),
+        "image_size": batches.size,
+        "padding": batches.padding,
+        "flips": bool(batches.augment),
+        "views": "(row * (2p+1) + col) * 2 + flip",
+        "normalization": [list(normalization.mean), list(normalization.std)],
+        "test_images": tcache.digest_array(data.test.images),
+        "test_labels": tcache.digest_array(data.test.labels),
+        "eval_groups": eval_groups.tolist(),
+        "dtype": dtype,
+    }
+
+
+def _device_budget(device: torch.device, fraction: float | None) -> int | None:
+    """Bytes of the device a cached table may take: a quarter of what this trial may still allocate."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    allowed = free if fraction is None else min(free, fraction * total - torch.cuda.memory_reserved(device))
+    return max(0, int(allowed // 4))
+
+
+def _open_teacher_cache(mode: str, dtype: str, root: str | Path | None, config: RunConfig, payload: dict,
+                        data: LongTailedData, batches: TensorBatches, test_batches: TensorBatches,
+                        normalization: Normalization, eval_groups: torch.Tensor, device: torch.device,
+                        channels_last: bool, remaining_epochs: int, memory_fraction: float | None,
+                        log: Callable[[str], None]) -> tcache.TeacherLogits | None:
+    """The opened cache, building it when asked ("on") or when worth it ("auto"); None = run the teacher."""
+    key = teacher_cache_key(payload, data, batches, normalization, eval_groups, dtype)
+    root = Path(root) if root is not None else checkpoint_path(config.teacher).parent / tcache.CACHE_DIR_NAME
+    folder = tcache.cache_folder(root, key)
+    n_views = batches.n_views
+    # "auto" builds when the run itself pays for it (a build costs n_views teacher epochs, the run
+    # saves one per epoch), or when someone already decided to cache this teacher.
+    build = mode == "on" or remaining_epochs >= n_views or folder.exists()
+    if not build:
+        log(f"teacher: live forward pass (a cache of its {n_views} views per image costs {n_views} teacher epochs "
+            f"and this run has {remaining_epochs}; teacher_cache='on' builds it anyway)")
+        return None
+    shape = (batches.n_images, n_views, data.num_classes)
+
+    def builder(sink):
+        teacher = teacher_model(payload, data.num_classes, device, channels_last)
+        for block in tcache.teacher_view_logits(teacher, batches, batch_size=1024 if device.type == "cuda" else 256):
+            sink(block)
+        _, group_prob = evaluate(teacher, test_batches, data.num_classes, eval_groups, None)
+        del teacher
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"teacher_group_prob": [float(v) for v in group_prob], "built_on": str(device)}
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if mode == "on":
+            raise UserError(f"cannot create the teacher logit cache folder {folder} ({exc.strerror}); "
+                            "pass a writable teacher_cache_dir") from None
+        log(f"teacher: live forward pass (cannot create the cache folder {folder}: {exc.strerror})")
+        return None
+    cache = tcache.open_or_build(folder, key, shape, builder, dtype=dtype, log=log)
+    copied = cache.to_device(device, _device_budget(device, memory_fraction))
+    log(f"teacher logits: from the cache {folder} (build {cache.build_id}, {cache.nbytes / 2**20:.0f} MiB {dtype}, "
+        f"looked up {'on ' + str(device) if copied else 'from host memory'})")
+    return cache
 
 
 # ----------------------------------------------------------------------------------- the loop
@@ -177,17 +305,89 @@ def _format_epoch(m: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+FINITE_CHECK_EVERY = 32
+
+
+def _raise_if_not_finite(first_bad: torch.Tensor, epoch: int, steps: int) -> None:
+    step, value = first_bad.tolist()
+    if step >= 0:
+        raise NonFiniteLossError(
+            f"loss became {value} at epoch {epoch + 1}, step {int(step)} of {steps}; nothing of this epoch "
+            f"was saved (the last checkpoint is epoch {epoch}); lower the learning rate or check the "
+            "hyperparameters")
+
+
+def distillation_loss(model: torch.nn.Module, distiller: torch.nn.Module | None, teacher: torch.nn.Module | None,
+                      logits_cache: tcache.TeacherLogits | None, inputs: torch.Tensor, labels: torch.Tensor,
+                      index: torch.Tensor, views: torch.Tensor | None, *, needs_features: bool,
+                      amp_dtype: torch.dtype | None, ce_weight: float, distill_weight: float) -> torch.Tensor:
+    """One batch's training loss: weighted cross-entropy plus the warmed-up distillation term.
+
+    The teacher's logits come from `logits_cache` (looked up by image and view) when given, else
+    from the live `teacher` under no_grad. benchmarks/throughput.py times this very function.
+    """
+    with torch.autocast(inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        if needs_features:
+            student_out = model.forward_features(inputs)
+        else:
+            logits = model(inputs)
+            student_out = ModelOutput(logits, [], logits)
+        teacher_out = None
+        if logits_cache is not None:
+            teacher_logits = logits_cache.lookup(index, views)
+            teacher_out = ModelOutput(teacher_logits, [], teacher_logits)
+        elif teacher is not None:
+            with torch.no_grad():
+                if needs_features:
+                    teacher_out = teacher.forward_features(inputs)
+                else:
+                    teacher_logits = teacher(inputs)
+                    teacher_out = ModelOutput(teacher_logits, [], teacher_logits)
+    loss = ce_weight * F.cross_entropy(student_out.logits.float(), labels)
+    if distiller is not None:
+        loss = loss + distill_weight * distiller(student_out, teacher_out, labels)
+    return loss
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None = None,
-        log: Callable[[str], None] | None = print) -> RunResult:
+        log: Callable[[str], None] | None = print, *, teacher_cache: str = "auto",
+        teacher_cache_dtype: str = "float32", teacher_cache_dir: str | Path | None = None,
+        cuda_memory_fraction: float | None = None) -> RunResult:
     """Train one run into `run_dir`, resuming from its checkpoint when it holds the same run.
 
     `callback(metrics, checkpoint_path)` is called after every epoch, once the epoch's
     checkpoint is on disk. An exception in the callback stops the run; the last checkpoint stays.
+
+    teacher_cache: where a logit-method student on in-memory CIFAR-style data gets its teacher's
+        logits. "auto": from the teacher-logit cache when one exists for this teacher, or when
+        this run is long enough to pay for building it (at least as many epochs left as views
+        per image, 162); otherwise the live teacher. "on": from the cache, building it if needed
+        (a sweep: many students share the teacher). "off": always the live teacher. Feature
+        methods and file-backed (ImageNet) data always run the live teacher.
+    teacher_cache_dtype: "float32" (default; equal to the live teacher to float tolerance) or
+        "float16" (half the size; logits rounded to a relative 2^-11 ~ 4.9e-4).
+    teacher_cache_dir: root of the caches (default: `logit_cache/` beside the teacher's checkpoint,
+        i.e. on the sweep's shared storage).
+    cuda_memory_fraction: cap this process's CUDA memory at this share of the GPU
+        (`cap_cuda_memory`), for several trials per GPU.
+    None of these change what a run computes beyond float tolerance: they are not part of its identity.
     """
+    if teacher_cache not in TEACHER_CACHE_MODES:
+        raise UserError(f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got {teacher_cache!r}")
+    if teacher_cache_dtype not in tcache.DTYPES:
+        raise UserError(f"teacher_cache_dtype must be one of {', '.join(tcache.DTYPES)}, got {teacher_cache_dtype!r}")
     config = config.resolved()
     run_dir = Path(run_dir)
     log = log or (lambda line: None)
     device = select_device(config.device)
+    cap_cuda_memory(cuda_memory_fraction, device)  # validates the value; a cap only on CUDA
     amp_dtype = autocast_dtype(config.amp, device)
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
 
@@ -211,24 +411,9 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    method = get_method(config.method)
-    teacher, teacher_config = (None, None)
-    if method.needs_teacher:
-        teacher, teacher_config = load_teacher(config, data, device)
-        if channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
-    image_shape = (3, data.spec.image_size, data.spec.image_size)
-    context = DistillContext(num_classes=num_classes, class_counts=tuple(data.counts), student=model, teacher=teacher,
-                             teacher_arch=teacher_config["arch"] if teacher_config else "", student_arch=config.arch,
-                             input_shape=image_shape)
-    distiller = method.build(context, dict(config.hparams))
-    if distiller is not None:
-        distiller.to(device)
-    needs_features = bool(distiller is not None and distiller.needs_features)
-
     if data.spec.in_memory:
         normalization = Normalization.of(data.train.images)
-        train_batches = TensorBatches(data.train, config.batch_size, device, normalization, augment=config.augment,
+        train_batches = TensorBatches(data.train, config.batch_size, device, normalization, augment=config.augment, padding=data.spec.crop_padding,
                                       channels_last=channels_last)
         test_batches = TensorBatches(data.test, 500, device, normalization, augment=False, channels_last=channels_last)
     else:
@@ -238,6 +423,26 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         test_batches = FileBatches(data.test, config.batch_size, device, train=False, image_size=data.spec.image_size,
                                    num_workers=config.num_workers, channels_last=channels_last)
 
+    method = get_method(config.method)
+    teacher, teacher_config, teacher_payload = None, None, None
+    # Logit methods on in-memory data may read the teacher's logits from the cache: the teacher is
+    # then only loaded (after the checks below) if the cache is not used.
+    cacheable = method.kind == "logit" and isinstance(train_batches, TensorBatches) and teacher_cache != "off"
+    if method.needs_teacher:
+        teacher_payload, teacher_config = read_teacher(config, data)
+        if not cacheable:
+            teacher = teacher_model(teacher_payload, num_classes, device, channels_last)
+    image_shape = (3, data.spec.image_size, data.spec.image_size)
+    context = DistillContext(num_classes=num_classes, class_counts=tuple(data.counts), student=model, teacher=teacher,
+                             teacher_arch=teacher_config["arch"] if teacher_config else "", student_arch=config.arch,
+                             input_shape=image_shape)
+    distiller = method.build(context, dict(config.hparams))
+    if distiller is not None:
+        distiller.to(device)
+    needs_features = bool(distiller is not None and distiller.needs_features)
+    if cacheable and needs_features:
+        raise RuntimeError(f"method '{method.name}' is registered as a logit method but its distiller reads features")
+
     parameters = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
@@ -245,7 +450,7 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     history: list[dict[str, Any]] = []
-    start_epoch = 0
+    start_epoch = resumed_from = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
         if distiller is not None and resume.get("distiller") is not None:
@@ -256,6 +461,7 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         _restore_rng(resume["rng"], generator)
         history = list(resume["history"])
         start_epoch = resume["epoch"]
+        resumed_from = start_epoch
         if start_epoch >= config.epochs:
             log(f"{run_dir}: already finished ({start_epoch} epochs)")
             return RunResult(run_dir, history[-1] if history else {}, history)
@@ -263,8 +469,22 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
     _write_run_files(run_dir, config, history)
 
+    logits_cache = None
+    if method.needs_teacher and cacheable:
+        logits_cache = _open_teacher_cache(teacher_cache, teacher_cache_dtype, teacher_cache_dir, config,
+                                           teacher_payload, data, train_batches, test_batches, normalization,
+                                           eval_groups, device, channels_last, config.epochs - start_epoch,
+                                           cuda_memory_fraction, log)
+        if logits_cache is None:
+            teacher = teacher_model(teacher_payload, num_classes, device, channels_last)
+    elif method.needs_teacher and method.kind == "logit" and teacher_cache == "on":
+        log("teacher: live forward pass (the cache needs in-memory data with the CIFAR augmentation)")
+    teacher_payload = None
+
     teacher_group_prob = None
-    if teacher is not None:
+    if logits_cache is not None:
+        teacher_group_prob = np.asarray(logits_cache.extras["teacher_group_prob"], dtype=np.float64)
+    elif teacher is not None:
         _, teacher_group_prob = evaluate(teacher, test_batches, num_classes, eval_groups, amp_dtype)
 
     ce_weight = float(config.hparams["ce_weight"])
@@ -275,33 +495,22 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         steps = len(train_batches)
-        for step, (inputs, labels, _index) in enumerate(train_batches.epoch(generator), start=1):
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                if needs_features:
-                    student_out = model.forward_features(inputs)
-                else:
-                    logits = model(inputs)
-                    student_out = ModelOutput(logits, [], logits)
-                teacher_out = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        if needs_features:
-                            teacher_out = teacher.forward_features(inputs)
-                        else:
-                            teacher_logits = teacher(inputs)
-                            teacher_out = ModelOutput(teacher_logits, [], teacher_logits)
-            loss = ce_weight * F.cross_entropy(student_out.logits.float(), labels)
-            if distiller is not None:
-                loss = loss + distill_weight * distiller(student_out, teacher_out, labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step} of {steps}; nothing of this epoch "
-                    f"was saved (the last checkpoint is epoch {epoch}); lower the learning rate or check the "
-                    "hyperparameters")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        batches = train_batches.epoch(generator, with_views=True) if logits_cache is not None \
+            else train_batches.epoch(generator)
+        first_bad = None  # (step, loss) of the first non-finite loss, kept on the device
+        for step, (inputs, labels, index, *views) in enumerate(batches, start=1):
+            loss = distillation_loss(model, distiller, teacher, logits_cache, inputs, labels, index,
+                                     views[0] if views else None, needs_features=needs_features, amp_dtype=amp_dtype,
+                                     ce_weight=ce_weight, distill_weight=distill_weight)
+            # On CUDA the finiteness check is read back every FINITE_CHECK_EVERY steps (a read-back
+            # per step would stall the GPU queue); the error still names the first bad step.
+            bad = ~torch.isfinite(loss.detach())
+            marker = torch.stack([torch.full((), float(step), device=loss.device), loss.detach().float()])
+            first_bad = torch.where(bad, marker, torch.full_like(marker, -1.0)) if first_bad is None else \
+                torch.where((first_bad[0] < 0) & bad, marker, first_bad)
+            if device.type == "cpu" or step % FINITE_CHECK_EVERY == 0 or step == steps:
+                _raise_if_not_finite(first_bad, epoch, steps)
+            optimizer_step(loss, optimizer, scaler)
             loss_sum += loss.detach()
             if show_progress:
                 _progress(step, steps, epoch + 1, config.epochs, float(loss), started)
@@ -319,6 +528,7 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
             "distill_weight": distill_weight if distiller is not None else 0.0,
             "epoch_seconds": time.perf_counter() - started, "train_seconds": train_seconds,
             "device": str(device),
+            "resumed_from": resumed_from,  # epoch this process started at (0 = fresh); tells resumed runs apart
         }
         history.append(metrics)
         payload = {

@@ -4,6 +4,12 @@ Small-image datasets (digits, CIFAR, TinyImageNet) are held as one uint8 tensor 
 device; the CIFAR augmentation (random crop with zero padding, horizontal flip) is done for the
 whole batch with one gather, with no per-sample Python work. ImageNet-scale data goes through a
 torchvision DataLoader with workers.
+
+Views. The CIFAR augmentation can only produce (2p + 1)^2 * 2 distinct views of an image (162 for
+padding 4): a row offset and a column offset in [0, 2p] and a flip. `encode_views` numbers them
+0..n-1 (`view = (row * (2p + 1) + col) * 2 + flip`), which is how the teacher-logit cache
+(trainables/teacher_cache.py) stores the teacher's logits of every view; `TensorBatches.epoch`
+yields the view of every image it crops, and `TensorBatches.view_inputs` rebuilds any view.
 """
 from __future__ import annotations
 
@@ -34,6 +40,30 @@ def crop_flip_parameters(batch: int, padding: int, generator: torch.Generator) -
     offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator)
     flips = torch.rand(batch, generator=generator) < 0.5
     return offsets[0], offsets[1], flips
+
+
+def view_count(padding: int, flips: bool) -> int:
+    """Distinct views of one image: (2p + 1)^2 crop offsets, times 2 with horizontal flips."""
+    return (2 * padding + 1) ** 2 * (2 if flips else 1)
+
+
+def encode_views(rows: torch.Tensor, cols: torch.Tensor, flips: torch.Tensor, padding: int,
+                 with_flips: bool = True) -> torch.Tensor:
+    """(row offset, column offset, flip) -> view id in [0, view_count(padding, with_flips))."""
+    side = 2 * padding + 1
+    grid = rows.long() * side + cols.long()
+    return grid * 2 + flips.long() if with_flips else grid
+
+
+def decode_views(views: torch.Tensor, padding: int, with_flips: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """View ids -> (row offsets, column offsets, flips): the inverse of `encode_views`."""
+    side = 2 * padding + 1
+    views = views.long()
+    if with_flips:
+        flips, grid = (views % 2).bool(), views // 2
+    else:
+        flips, grid = torch.zeros_like(views, dtype=torch.bool), views
+    return grid // side, grid % side, flips
 
 
 def crop_flip(padded: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
@@ -80,14 +110,28 @@ class TensorBatches:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    @property
+    def n_images(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_views(self) -> int:
+        """Distinct training views of one image (162 for the CIFAR augmentation; 1 without augmentation)."""
+        return view_count(self.padding, self.augment)
+
     def to_input(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) uint8 -> normalised float (B, C, H, W)."""
         x = batch_uint8.permute(0, 3, 1, 2).float()
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
 
-    def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yields (inputs, labels, image indices) for one pass over the shuffled training set."""
+    def epoch(self, generator: torch.Generator, with_views: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Yields (inputs, labels, image indices) for one pass over the shuffled training set.
+
+        With `with_views`, also the view id of every image (a CPU int64 tensor; all 0 without
+        augmentation). The generator is consumed identically either way, so a run sees the same
+        batches and views whether or not it asks for them.
+        """
         n = len(self.labels)
         order = torch.randperm(n, generator=generator)
         for step in range(len(self)):
@@ -96,8 +140,22 @@ class TensorBatches:
                 rows, cols, flips = crop_flip_parameters(len(index), self.padding, generator)
                 batch = crop_flip(self.padded, index, rows, cols, flips, self.size)
             else:
+                rows = cols = flips = None
                 batch = self.padded[index.to(self.device)]
-            yield self.to_input(batch), self.labels[index.to(self.device)], index
+            inputs, labels = self.to_input(batch), self.labels[index.to(self.device)]
+            if not with_views:
+                yield inputs, labels, index
+            elif rows is None:
+                yield inputs, labels, index, torch.zeros(len(index), dtype=torch.long)
+            else:
+                yield inputs, labels, index, encode_views(rows, cols, flips, self.padding)
+
+    def view_inputs(self, index: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """Normalised inputs of images `index` seen through `views` (what `epoch` yields for them)."""
+        if not self.augment:
+            return self.to_input(self.padded[index.to(self.device)])
+        rows, cols, flips = decode_views(views, self.padding)
+        return self.to_input(crop_flip(self.padded, index, rows, cols, flips, self.size))
 
     def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(inputs, labels) in dataset order without augmentation: for evaluation."""

@@ -16,7 +16,10 @@ from trainables.distillers.base import (
     warmup_factor,
 )
 from trainables.distillers import ce, kd, dkd, dist, bkd, ltkd  # noqa: F401,E401  (registration)
+from trainables.distillers import reviewkd, catkd  # noqa: F401,E401  (registration: feature methods)
 from trainables.distillers.bkd import bkd_loss, effective_number_weights
+from trainables.distillers.catkd import catkd_loss, class_activation_maps
+from trainables.distillers.reviewkd import hcl_loss
 from trainables.distillers.dist import dist_loss
 from trainables.distillers.dkd import dkd_loss
 from trainables.distillers.kd import kd_loss
@@ -40,4 +43,7 @@ __all__ = [
     "kd_loss",
     "kl_decomposition",
     "ltkd_loss",
+    "catkd_loss",
+    "class_activation_maps",
+    "hcl_loss",
 ]

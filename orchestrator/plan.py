@@ -1,0 +1,138 @@
+"""What a sweep consists of: teachers, cells (dataset x imbalance factor x pair x method), run folders.
+
+Pure planning: nothing here starts Ray or trains. Every run's folder is named by a hash of its
+resolved configuration, so the same run always lands in the same folder: a finished run is
+found there and never trained again, and an interrupted one resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sweep_config import MethodEntry, SweepConfig
+from trainables.config import RunConfig
+
+SWEEP_FILE = "sweep.json"
+JOURNAL_FILE = "optuna.journal"
+
+
+def storage_root(config: SweepConfig) -> Path:
+    return Path(config.storage).expanduser().resolve()
+
+
+def sweep_dir(config: SweepConfig) -> Path:
+    return storage_root(config) / config.name
+
+
+def run_hash(run: RunConfig) -> str:
+    identity = json.dumps(run.resolved().identity(), sort_keys=True, default=str)
+    return hashlib.sha1(identity.encode()).hexdigest()[:12]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+@dataclass(frozen=True)
+class Setting:
+    dataset: str
+    root: str | None
+    imbalance_factor: float
+    teacher_arch: str
+    student_arch: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/if{self.imbalance_factor:g}/{self.teacher_arch}->{self.student_arch}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One search or baseline: a method entry in one setting. Its Optuna study is named after it."""
+
+    setting: Setting
+    entry: MethodEntry
+
+    @property
+    def key(self) -> str:
+        return f"{self.setting.key}/{self.entry.label}"
+
+    def study_name(self, sweep_name: str) -> str:
+        return f"{sweep_name}:{self.key}"
+
+
+@dataclass
+class PlannedRun:
+    trial_id: str  # idempotency key of its results
+    stage: str  # teacher | search | final
+    cell: str
+    run: RunConfig
+    run_dir: Path
+    study: str | None = None
+    optuna_trial: int | None = None
+
+    def trial_config(self, config: SweepConfig) -> dict[str, Any]:
+        """What the Tune trainable receives (plain, picklable values)."""
+        return {
+            "trial_id": self.trial_id, "stage": self.stage, "cell": self.cell, "sweep": config.name,
+            "sweep_dir": str(sweep_dir(config)), "run_dir": str(self.run_dir), "run": self.run.to_dict(),
+            "resolved_run": self.run.resolved().to_dict(), "study": self.study, "optuna_trial": self.optuna_trial,
+            "cpus": config.resources.cpus_per_trial,
+        }
+
+
+def settings(config: SweepConfig) -> list[Setting]:
+    return [Setting(d.name, d.root, float(f), p.teacher, p.student)
+            for d in config.datasets for f in d.imbalance_factors for p in config.pairs]
+
+
+def cells(config: SweepConfig) -> list[Cell]:
+    return [Cell(s, entry) for s in settings(config) for entry in config.methods]
+
+
+def _common(config: SweepConfig, dataset: str, root: str | None, factor: float) -> dict[str, Any]:
+    return dict(dataset=dataset, root=root, imbalance_factor=factor, data_seed=config.data_seed,
+                batch_size=config.batch_size, device=config.device, progress=False)
+
+
+def teacher_run(config: SweepConfig, dataset: str, root: str | None, factor: float, arch: str, seed: int) -> PlannedRun:
+    """Teachers live beside the sweeps on the same storage, so later sweeps reuse them."""
+    run = RunConfig(**_common(config, dataset, root, factor), role="teacher", arch=arch, method="ce", seed=seed,
+                    epochs=config.teacher_epochs)
+    name = f"{dataset}-if{factor:g}-{arch}-seed{seed}-{run_hash(run)}"
+    return PlannedRun(trial_id=f"teacher/{name}", stage="teacher", cell=f"{dataset}/if{factor:g}/{arch}",
+                      run=run, run_dir=storage_root(config) / "teachers" / name)
+
+
+def teacher_runs(config: SweepConfig) -> list[PlannedRun]:
+    planned = {}
+    for s in settings(config):
+        for seed in config.seeds:
+            run = teacher_run(config, s.dataset, s.root, s.imbalance_factor, s.teacher_arch, seed)
+            planned[run.trial_id] = run
+    return list(planned.values())
+
+
+def student_run(config: SweepConfig, cell: Cell, seed: int, hparams: dict[str, Any], stage: str,
+                study: str | None = None, optuna_trial: int | None = None) -> PlannedRun:
+    s = cell.setting
+    teacher = None
+    if cell.entry.method != "ce":
+        teacher = str(teacher_run(config, s.dataset, s.root, s.imbalance_factor, s.teacher_arch, seed).run_dir)
+    run = RunConfig(**_common(config, s.dataset, s.root, s.imbalance_factor), role="student", arch=s.student_arch,
+                    method=cell.entry.method, hparams={**cell.entry.hparams, **hparams}, teacher=teacher,
+                    teacher_arch=s.teacher_arch, seed=seed, epochs=config.student_epochs)
+    digest = run_hash(run)
+    # Two search trials may draw the same hyperparameters (one run folder): their records stay apart.
+    trial = f"t{optuna_trial}-" if optuna_trial is not None else ""
+    return PlannedRun(trial_id=f"{stage}/{cell.key}/{trial}seed{seed}-{digest}", stage=stage, cell=cell.key, run=run,
+                      run_dir=sweep_dir(config) / "runs" / slug(cell.key) / f"seed{seed}-{digest}",
+                      study=study, optuna_trial=optuna_trial)
+
+
+def epochs_of(run: RunConfig) -> int:
+    return run.resolved().epochs

@@ -1,0 +1,60 @@
+"""`ltkd status SWEEP_DIR`: where a sweep stands, read from its files only (nothing is written)."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from orchestrator.plan import cells, teacher_runs
+from orchestrator.studies import run_outcome
+from orchestrator.sweep import LOCK_FILE, _alive, load_sweep_folder
+
+
+def sweep_status(folder: str | Path) -> str:
+    config = load_sweep_folder(folder)
+    folder = Path(folder).expanduser().resolve()
+    lines = [f"sweep {config.name}: {folder}"]
+    lock = folder / LOCK_FILE
+    if lock.exists():
+        try:
+            holder = json.loads(lock.read_text())
+        except ValueError:
+            holder = {}
+        state = "running" if _alive(holder.get("pid")) else "not running (stopped or killed: `ltkd resume` continues it)"
+        lines.append(f"driver: pid {holder.get('pid')} on {holder.get('host')}, {state}")
+    else:
+        lines.append("driver: none")
+
+    teachers = teacher_runs(config)
+    finished = sum(run_outcome(t.run_dir, t.run.resolved().epochs) is not None for t in teachers)
+    lines.append(f"teachers: {finished}/{len(teachers)} finished")
+
+    records = _records(folder)
+    for stage in ("search", "final"):
+        stage_records = records[records["stage"] == stage] if len(records) else records
+        counts = Counter(stage_records["status"]) if len(stage_records) else Counter()
+        if stage == "search":
+            planned = sum(cell.entry.search.n_trials for cell in cells(config) if cell.entry.search is not None)
+        else:
+            planned = len(cells(config)) * len(config.seeds)
+        ended = sum(counts.values())
+        lines.append(f"{stage}: {ended}/{planned} trials ended ({counts.get('completed', 0)} completed, "
+                     f"{counts.get('early_stopped', 0)} early-stopped, {counts.get('errored', 0)} errored)")
+        if stage == "search" and len(stage_records):
+            best = stage_records[stage_records["status"] == "completed"].groupby("cell")[config.objective].max()
+            for cell, value in best.items():
+                lines.append(f"  best {config.objective} {value:6.2f}  {cell}")
+    return "\n".join(lines)
+
+
+def _records(folder: Path):
+    import pandas as pd
+
+    from results.store import read_results
+
+    if not (folder / "results").exists():
+        return pd.DataFrame(columns=["stage", "status", "cell"])
+    frame = read_results([str(folder)], warn=lambda message: None, allow_empty=True)
+    if "row_kind" in frame:
+        frame = frame[frame["row_kind"] == "final"]
+    return frame

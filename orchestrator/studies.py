@@ -1,0 +1,141 @@
+"""Optuna studies kept in the sweep folder (a JournalStorage file), one per searched cell.
+
+Ray's OptunaSearch loses results on restore (SPEC section 7), so the sweep drives Optuna itself
+through ask/tell: a trial is asked when Tune has room for it and told once when it ends. The
+study lives in its own storage, so a resumed sweep reconciles it with what the run folders
+hold: a trial that finished while no driver was listening is told its final value; one that
+was interrupted is launched again with the same hyperparameters and resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from orchestrator.plan import Cell, PlannedRun, student_run
+from orchestrator.sweep_config import SweepConfig
+from search_spaces import get_space
+from trainables.data.sources import DATASETS
+from trainables.engine import read_metrics
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+HPARAMS_ATTR = "hparams"
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def open_storage(journal: Path) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    # The open-lock works on shared (NFS) folders, where symlink locks may not.
+    backend = JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal)))
+    return optuna.storages.JournalStorage(backend)
+
+
+def run_outcome(run_dir: Path, epochs: int) -> dict[str, Any] | None:
+    """The last epoch's metrics if the run finished, else None."""
+    history = read_metrics(run_dir)
+    if history and history[-1]["epoch"] >= epochs:
+        return history[-1]
+    return None
+
+
+@dataclass
+class CellSearch:
+    """The search of one cell: asks new trials until n_trials have ended, resumes interrupted ones."""
+
+    config: SweepConfig
+    cell: Cell
+    storage: optuna.storages.BaseStorage
+    study: optuna.Study = field(init=False)
+    to_resume: list[PlannedRun] = field(default_factory=list, init=False)
+    live: dict[int, optuna.trial.Trial | None] = field(default_factory=dict, init=False)
+
+    def __post_init__(self):
+        name = self.cell.study_name(self.config.name)
+        study = optuna.create_study(storage=self.storage, study_name=name, direction="maximize", load_if_exists=True)
+        # Seeded per cell for reproducibility, and per reopening: a resumed search must not
+        # replay the random draws that its first session already used.
+        seed = int(hashlib.sha1(self.cell.key.encode()).hexdigest()[:8], 16) + len(study.trials)
+        self.study = optuna.load_study(study_name=name, storage=self.storage,
+                                       sampler=optuna.samplers.TPESampler(seed=seed))
+
+    @property
+    def n_trials(self) -> int:
+        return self.cell.entry.search.n_trials
+
+    @property
+    def objective(self) -> str:
+        return self.config.objective
+
+    def planned(self, number: int, hparams: dict[str, Any]) -> PlannedRun:
+        return student_run(self.config, self.cell, self.config.seeds[0], hparams, "search",
+                           study=self.study.study_name, optuna_trial=number)
+
+    def reconcile(self) -> list[tuple[PlannedRun, dict]]:
+        """Tell finished-but-untold trials; queue interrupted ones. Returns (run, final metrics) told now."""
+        told = []
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            hparams = frozen.user_attrs.get(HPARAMS_ATTR)
+            if hparams is None:  # asked but never launched: nothing ran, nothing to keep
+                self.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+                continue
+            run = self.planned(frozen.number, hparams)
+            outcome = run_outcome(run.run_dir, run.run.resolved().epochs)
+            if outcome is not None:
+                self.study.tell(frozen.number, outcome[self.objective], skip_if_finished=True)
+                told.append((run, outcome))
+            else:
+                self.to_resume.append(run)
+        return told
+
+    def ended(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+    def remaining(self) -> int:
+        """Trials still to run: interrupted ones plus new ones up to n_trials."""
+        return len(self.to_resume) + max(0, self.n_trials - self.ended() - len(self.to_resume) - len(self.live))
+
+    def next_run(self) -> PlannedRun | None:
+        if self.to_resume:
+            run = self.to_resume.pop(0)
+            self.live[run.optuna_trial] = None
+            return run
+        running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if self.ended() + running >= self.n_trials:
+            return None
+        trial = self.study.ask()
+        setting = self.cell.setting
+        hparams = get_space(self.cell.entry.method).sample(
+            trial, self.cell.entry.search.space, num_classes=DATASETS[setting.dataset].num_classes,
+            imbalance_factor=setting.imbalance_factor)
+        trial.set_user_attr(HPARAMS_ATTR, {**self.cell.entry.hparams, **hparams})
+        self.live[trial.number] = trial
+        return self.planned(trial.number, {**self.cell.entry.hparams, **hparams})
+
+    def report(self, number: int, epoch: int, value: float) -> None:
+        trial = self.live.get(number)
+        if trial is not None:
+            trial.report(value, epoch)
+
+    def finish(self, number: int, result: dict | None, error: bool, epochs: int) -> str:
+        """Tell Optuna how the trial ended; returns the results status."""
+        self.live.pop(number, None)
+        if error or not result:
+            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            return "errored"
+        if result.get("epoch", 0) < epochs:  # stopped early by ASHA
+            self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+            return "early_stopped"
+        self.study.tell(number, result[self.objective], skip_if_finished=True)
+        return "completed"
+
+    def best_hparams(self) -> dict[str, Any] | None:
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            return None
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        return dict(best.user_attrs[HPARAMS_ATTR])

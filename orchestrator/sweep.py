@@ -1,0 +1,314 @@
+"""The sweep driver: plans the stages and launches them on Ray Tune. It trains nothing itself.
+
+Stage 1 trains the teachers (reusing any already trained on the same storage), stage 2 runs
+every cell's Optuna search at the same time, stage 3 re-runs each cell's best configuration
+(or a baseline's defaults) with every seed. Everything a stage needs to know about earlier work
+is read back from the run folders, the Optuna journal and the Parquet results, so `ltkd resume`
+(or running the same config again) continues where a killed driver stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.plan import (JOURNAL_FILE, SWEEP_FILE, PlannedRun, cells, student_run, sweep_dir, teacher_runs)
+from orchestrator.studies import CellSearch, open_storage, run_outcome
+from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
+from trainables.errors import UserError
+
+LOCK_FILE = "driver.lock"
+
+
+class SweepError(UserError):
+    pass
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def preflight(config: SweepConfig, address: str | None) -> None:
+    """Everything that can be checked before Ray starts: dataset roots, storage, cluster address."""
+    from trainables.data.sources import check_root
+
+    for entry in config.datasets:
+        check_root(entry.name, entry.root)
+    _check_writable(sweep_dir(config).parent)
+    if address and address != "auto":
+        _check_reachable(address)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".ltkd-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SweepError(f"storage {folder} cannot be written ({exc.strerror or exc}); choose a writable storage "
+                         "folder in the sweep config") from None
+
+
+def _check_reachable(address: str) -> None:
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise SweepError(f"cluster address '{address}' is not HOST:PORT (e.g. 10.0.0.1:6379 from `ray start --head`)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise SweepError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with "
+                         "`ray start --head` or fix --address") from None
+
+
+# ------------------------------------------------------------------------------------ sweep folder
+
+
+def load_sweep_folder(folder: str | Path) -> SweepConfig:
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise SweepError(f"{folder} does not exist; pass a sweep folder (storage/name) made by `ltkd sweep`")
+    if not (folder / SWEEP_FILE).exists():
+        raise SweepError(f"{folder} is not a sweep folder (no {SWEEP_FILE}); pass the folder `ltkd sweep` created")
+    try:
+        values = json.loads((folder / SWEEP_FILE).read_text())
+        config = parse_config(values)
+    except (ValueError, ConfigError) as exc:
+        raise SweepError(f"{folder / SWEEP_FILE} cannot be read ({exc})") from None
+    if sweep_dir(config) != folder.resolve():
+        # The folder was moved or reached through another mount: keep the storage it lives in now.
+        config.storage = str(folder.resolve().parent)
+    return config
+
+
+def _write_sweep_file(config: SweepConfig) -> None:
+    folder = sweep_dir(config)
+    existing = folder / SWEEP_FILE
+    if existing.exists():
+        previous = json.loads(existing.read_text())
+        previous["storage"] = config.storage = str(Path(config.storage).expanduser().resolve())
+        current = json.loads(config.to_json())
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current.get(k))
+            raise SweepError(f"{folder} already holds a different sweep (differs in: {', '.join(changed)}); use another "
+                             "name, or `ltkd resume` to continue that one")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    config.storage = str(Path(config.storage).expanduser().resolve())
+    tmp = folder / f".{SWEEP_FILE}.tmp"
+    tmp.write_text(config.to_json())
+    os.replace(tmp, existing)
+
+
+class DriverLock:
+    """One driver per sweep. A lock left by a killed driver (its process is gone) is taken over."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK_FILE
+
+    def __enter__(self):
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        if self.path.exists():
+            try:
+                holder = json.loads(self.path.read_text())
+            except ValueError:
+                holder = {}
+            if holder.get("host") == me["host"] and _alive(holder.get("pid")) and holder.get("pid") != me["pid"]:
+                raise SweepError(f"another driver (pid {holder['pid']}) is running this sweep; wait for it or stop it")
+        self.path.write_text(json.dumps(me))
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def _write_record(trial: dict[str, Any], status: str) -> None:
+    from results.store import write_trial
+    from trainables.tune_trainable import trial_record
+
+    write_trial(trial["sweep_dir"], trial_record(trial, status, time.time()))
+
+
+def _ensure_record(run: PlannedRun, config: SweepConfig) -> None:
+    """A finished run whose results were not written (driver killed in between) gets them now."""
+    from results.store import trial_file_name
+
+    folder = sweep_dir(config) / "results"
+    if not (folder / trial_file_name(run.trial_id)).exists():
+        _write_record(run.trial_config(config), "completed")
+
+
+def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, param_space=None, search_alg=None,
+                scheduler=None) -> Any:
+    from ray import tune
+
+    from orchestrator.tune_glue import Progress
+    from trainables.tune_trainable import run_trial
+
+    def on_end(trial: dict, status: str) -> None:
+        if status == "early_stopped" and trial:
+            _write_record(trial, "early_stopped")
+
+    progress = Progress(stage, total, config.objective, on_trial_end=on_end)
+    resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
+    tuner = tune.Tuner(
+        tune.with_resources(lambda spec: run_trial(spec["trial"]), resources),
+        param_space=param_space or {},
+        tune_config=tune.TuneConfig(num_samples=1 if search_alg is None else total, search_alg=search_alg,
+                                    scheduler=scheduler, metric=config.objective if scheduler else None,
+                                    mode="max" if scheduler else None),
+        run_config=tune.RunConfig(
+            name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(sweep_dir(config) / "ray"),
+            failure_config=tune.FailureConfig(max_failures=config.max_retries),
+            callbacks=[progress], verbose=2 if verbose else 0,
+        ),
+    )
+    try:
+        return tuner.fit()
+    finally:
+        progress.close()
+
+
+def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: bool) -> int:
+    """Launch runs that have not finished yet; returns how many errored."""
+    from ray import tune
+
+    todo = []
+    for run in runs:
+        if run_outcome(run.run_dir, run.run.resolved().epochs) is not None:
+            _ensure_record(run, config)
+        else:
+            todo.append(run)
+    reused = len(runs) - len(todo)
+    print(f"{stage}: {len(runs)} runs, {reused} already finished (reused), {len(todo)} to run")
+    if not todo:
+        return 0
+    grid = tune.grid_search([run.trial_config(config) for run in todo])
+    results = _tune_stage(config, stage, len(todo), verbose, param_space={"trial": grid})
+    return sum(1 for r in results if r.error is not None)
+
+
+def _search_stage(config: SweepConfig, verbose: bool) -> tuple[dict[str, dict], int]:
+    """Every searched cell's study, run at the same time. Returns best hparams per cell key and errors."""
+    from orchestrator.tune_glue import CellsSearcher
+
+    searched = [cell for cell in cells(config) if cell.entry.search is not None]
+    if not searched:
+        return {}, 0
+    storage = open_storage(sweep_dir(config) / JOURNAL_FILE)
+    searches = [CellSearch(config, cell, storage) for cell in searched]
+    for search in searches:
+        for run, _ in search.reconcile():
+            _ensure_record(run, config)
+    total = sum(search.remaining() for search in searches)
+    done = sum(search.ended() for search in searches)
+    print(f"search: {len(searches)} cells, {done} trials already ended, {total} to run")
+    errors = 0
+    if total:
+        scheduler = None
+        if config.scheduler.asha:
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(time_attr="epoch", grace_period=config.scheduler.grace_period,
+                                      reduction_factor=config.scheduler.reduction_factor,
+                                      max_t=max(run_epochs(config, search) for search in searches))
+        results = _tune_stage(config, "search", total, verbose, search_alg=CellsSearcher(config, searches),
+                              scheduler=scheduler)
+        errors = sum(1 for r in results if r.error is not None)
+    best = {}
+    for search in searches:
+        hparams = search.best_hparams()
+        if hparams is None:
+            print(f"search: {search.cell.key} has no completed trial; its final runs use the defaults")
+            hparams = dict(search.cell.entry.hparams)
+        best[search.cell.key] = hparams
+    return best, errors
+
+
+def run_epochs(config: SweepConfig, search: CellSearch) -> int:
+    return search.planned(0, dict(search.cell.entry.hparams)).run.resolved().epochs
+
+
+def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = False, resume: bool = False) -> int:
+    """Run (or continue) a sweep to its final table. Returns the exit code."""
+    preflight(config, address)
+    _write_sweep_file(config)
+    folder = sweep_dir(config)
+    with DriverLock(folder):
+        started = time.time()
+        print(f"sweep {config.name}: {folder}" + (" (resuming)" if resume else ""))
+        _start_ray(address, verbose, config)
+        try:
+            errors = _run_grid(config, "teachers", teacher_runs(config), verbose)
+            if errors:
+                raise SweepError(f"{errors} teacher runs failed after {config.max_retries} retries; see their logs "
+                                 f"under {folder / 'ray'}, fix the cause and `ltkd resume {folder}`")
+            best, search_errors = _search_stage(config, verbose)
+            finals = [student_run(config, cell, seed, best.get(cell.key, {}), "final")
+                      for cell in cells(config) for seed in config.seeds]
+            final_errors = _run_grid(config, "final", finals, verbose)
+        finally:
+            import ray
+
+            ray.shutdown()
+        print(f"sweep {config.name} finished in {(time.time() - started) / 60:.1f} min")
+        _print_table(folder)
+        failed = search_errors + final_errors
+        if failed:
+            print(f"{failed} trials errored after {config.max_retries} retries; `ltkd resume {folder}` retries "
+                  "unfinished runs", file=sys.stderr)
+            return 1
+        return 0
+
+
+def _start_ray(address: str | None, verbose: bool, config: SweepConfig) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose, configure_logging=True,
+                                  logging_level="INFO" if verbose else "ERROR")
+    # Workers import this package from the same environment; make the source tree importable too.
+    kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [
+        str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))}}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise SweepError(f"cannot connect to the Ray cluster at {address} ({exc}); fix --address") from None
+
+
+def _print_table(folder: Path) -> None:
+    """The finished sweep's tables, as `ltkd report` prints them."""
+    from results.render import to_markdown
+    from results.store import read_results
+    from results.tables import all_tables
+
+    tables = all_tables(read_results([str(folder)], allow_empty=True))
+    print("\n".join(to_markdown(table) for table in tables))
+    print(f"(`ltkd report {folder} --out DIR --figures` writes LaTeX, HTML, CSV and figures)")

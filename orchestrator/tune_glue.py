@@ -1,0 +1,159 @@
+"""Ray Tune wiring: a Searcher that serves every cell's Optuna search at once, and the live progress view."""
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+from orchestrator.plan import PlannedRun
+from orchestrator.studies import CellSearch
+from orchestrator.sweep_config import SweepConfig
+
+
+class CellsSearcher(Searcher):
+    """Round-robin over the cells' searches, so all of them run at the same time and the cluster stays busy."""
+
+    def __init__(self, config: SweepConfig, searches: list[CellSearch], on_planned=None):
+        super().__init__(metric=config.objective, mode="max")
+        self.config = config
+        self.searches = searches
+        self.by_trial: dict[str, tuple[CellSearch, PlannedRun]] = {}
+        self.turn = 0
+        self.on_planned = on_planned
+
+    def suggest(self, trial_id: str):
+        for offset in range(len(self.searches)):
+            search = self.searches[(self.turn + offset) % len(self.searches)]
+            run = search.next_run()
+            if run is not None:
+                self.turn = (self.turn + offset + 1) % len(self.searches)
+                self.by_trial[trial_id] = (search, run)
+                if self.on_planned:
+                    self.on_planned(run)
+                return {"trial": run.trial_config(self.config)}
+        if any(search.live for search in self.searches):
+            return None  # wait for running trials to end
+        return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.by_trial and self.metric in result:
+            search, run = self.by_trial[trial_id]
+            search.report(run.optuna_trial, int(result.get("epoch", 0)), float(result[self.metric]))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.by_trial:
+            return
+        search, run = self.by_trial.pop(trial_id)
+        search.finish(run.optuna_trial, result, error, run.run.resolved().epochs)
+
+
+class Progress(Callback):
+    """A compact live view: per stage, trials done / running / errored, best value per cell, time left.
+
+    On a terminal it redraws one line; otherwise it prints a line whenever a trial ends.
+    """
+
+    def __init__(self, stage: str, total: int, objective: str, stream=None, on_trial_end=None):
+        self.stage, self.total, self.objective = stage, total, objective
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.started = time.time()
+        self.running: set[str] = set()
+        self.done = 0
+        self.errored = 0
+        self.stopped = 0
+        self.best: dict[str, float] = {}
+        self.last_result: dict[str, dict] = {}
+        self.durations: list[float] = []
+        self.trial_started: dict[str, float] = {}
+        self.on_trial_end = on_trial_end
+        self.last_draw = 0.0
+
+    def _cell(self, trial) -> str:
+        return trial.config.get("trial", {}).get("cell", "?")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self.trial_started[trial.trial_id] = time.time()
+        self._draw()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.last_result[trial.trial_id] = result
+        if self.objective in result:
+            cell = self._cell(trial)
+            self.best[cell] = max(self.best.get(cell, float("-inf")), float(result[self.objective]))
+        self._draw(throttle=True)
+
+    def _ended(self, trial, status: str) -> None:
+        self.running.discard(trial.trial_id)
+        if trial.trial_id in self.trial_started:
+            self.durations.append(time.time() - self.trial_started.pop(trial.trial_id))
+        result = self.last_result.get(trial.trial_id, {})
+        if status == "completed" and result.get("epoch", 0) < result.get("epochs", 0):
+            status = "early_stopped"
+        if status == "errored":
+            self.errored += 1
+        elif status == "early_stopped":
+            self.stopped += 1
+        else:
+            self.done += 1
+        if self.on_trial_end is not None:
+            self.on_trial_end(trial.config.get("trial", {}), status)
+        self._draw(event=f"{status}: {self._cell(trial)} ({self.objective} {result.get(self.objective, float('nan')):.2f})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ended(trial, "completed")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial, "errored")
+
+    def eta(self) -> str:
+        left = self.total - self.done - self.errored - self.stopped
+        if not self.durations or left <= 0:
+            return "-"
+        parallel = max(1, len(self.running))
+        seconds = sum(self.durations) / len(self.durations) * left / parallel
+        return f"~{seconds / 60:.1f} min"
+
+    def line(self) -> str:
+        elapsed = time.time() - self.started
+        best = ", ".join(f"{cell.split('/', 1)[-1]} {value:.1f}" for cell, value in sorted(self.best.items()))
+        return (f"[{self.stage}] {self.done + self.stopped}/{self.total} done, {len(self.running)} running, "
+                f"{self.errored} errored, {self.stopped} early-stopped | {elapsed / 60:.1f} min, left {self.eta()}"
+                + (f" | best {self.objective}: {best}" if best and self.tty else ""))
+
+    def _draw(self, throttle: bool = False, event: str | None = None) -> None:
+        now = time.time()
+        if throttle and now - self.last_draw < 1.0:
+            return
+        self.last_draw = now
+        if self.tty:
+            text = self.line()
+            if event:
+                self.stream.write("\r\033[K  " + event + "\n")
+            self.stream.write("\r\033[K" + text[:200])
+        elif event:
+            self.stream.write(f"  {event}  [{self.done + self.stopped}/{self.total} done, {self.errored} errored, "
+                              f"left {self.eta()}]\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+        self.stream.write(self.line().split(" | best")[0] + "\n")
+        self.stream.flush()
+
+
+def best_summary(best: dict[str, float]) -> list[str]:
+    grouped = defaultdict(list)
+    for cell, value in best.items():
+        grouped[cell.rsplit("/", 1)[0]].append((cell.rsplit("/", 1)[-1], value))
+    return [f"  {setting}: " + ", ".join(f"{m} {v:.2f}" for m, v in sorted(items)) for setting, items in grouped.items()]
+
+
+def trial_payload(trial) -> dict[str, Any]:
+    return trial.config.get("trial", {})

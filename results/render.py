@@ -1,0 +1,261 @@
+"""Rendering of `results.tables.Table` objects: Markdown (terminal), LaTeX, HTML and CSV.
+
+Markdown splits the table into one block per (dataset, pair), since a terminal cannot show
+the paper's three header levels; LaTeX and HTML keep the paper's layout (dataset and pair, then
+imbalance factor, then Tail / All); CSV is tidy: one line per cell.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Callable
+
+from results.tables import Column, Stat, Table, format_factor
+
+DIGITS = 2
+
+
+# ------------------------------------------------------------------------------ cell text
+
+
+def _number(value: float) -> str:
+    return f"{value:.{DIGITS}f}"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.{DIGITS}f}"
+
+
+def _cell_parts(stat: Stat | None, kind: str) -> tuple[str, str | None, str | None]:
+    """(main number, spread or None, paper number or None) as plain text."""
+    if stat is None or stat.mean is None:
+        return "–", None, None
+    if kind == "gain":
+        return _signed(stat.mean), None, None if stat.paper is None else _signed(stat.paper)
+    spread = None if stat.std is None else _number(stat.std)
+    return _number(stat.mean), spread, None if stat.paper is None else _number(stat.paper)
+
+
+def _runs(values: list[str]) -> list[tuple[str, int]]:
+    """Consecutive equal values as (value, span)."""
+    out: list[tuple[str, int]] = []
+    for value in values:
+        if out and out[-1][0] == value:
+            out[-1] = (value, out[-1][1] + 1)
+        else:
+            out.append((value, 1))
+    return out
+
+
+def _switch(value) -> str:
+    return "–" if value is None else ("✓" if value else "✗")
+
+
+# ------------------------------------------------------------------------------ Markdown
+
+
+def _md_cell(stat: Stat | None, kind: str) -> str:
+    main, spread, paper = _cell_parts(stat, kind)
+    text = main if spread is None else f"{main} ± {spread}"
+    if stat is not None and kind != "gain":
+        if stat.mark == "best":
+            text = f"**{text}**"
+        elif stat.mark == "second":
+            text = f"<u>{text}</u>"
+    if paper is not None:
+        text += f" ({paper})"
+    return text
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(table: Table) -> str:
+    lines = [f"### {table.title}", ""]
+    groups = _runs([c.group for c in table.columns])
+    start = 0
+    for group, span in groups:
+        block = list(range(start, start + span))
+        start += span
+        lines.append(f"**{_md_escape(group)}**")
+        lines.append("")
+        header = [table.row_header] + table.lead_headers + [f"{table.columns[j].sub} {table.columns[j].label}" for j in block]
+        lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+        lines.append("|" + "|".join([":---"] + [":---:"] * len(table.lead_headers) + ["---:"] * len(block)) + "|")
+        for i, label in enumerate(table.rows):
+            if all(table.cells[i][j] is None for j in block):
+                continue
+            lead = [_switch(v) for v in table.lead[i]] if table.lead else []
+            row = [_md_escape(label)] + lead + [_md_cell(table.cells[i][j], table.kinds[i]) for j in block]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    lines.append(f"*{table.caption}*")
+    for note in table.notes:
+        lines.append(f"- {note}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------ LaTeX
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_UNICODE = {"→": r"$\rightarrow$", "γ": r"$\gamma$", "Δ": r"$\Delta$", "−": "$-$", "±": r"$\pm$",
+                  "✓": r"\checkmark", "✗": r"$\times$", "–": "--"}
+
+
+def latex_escape(text: str) -> str:
+    out = []
+    for ch in str(text):
+        out.append(_LATEX_SPECIAL.get(ch) or _LATEX_UNICODE.get(ch) or ch)
+    return "".join(out)
+
+
+def _tex_cell(stat: Stat | None, kind: str) -> str:
+    main, spread, paper = _cell_parts(stat, kind)
+    if main == "–":
+        return "--"
+    text = main.replace("-", "$-$") if kind == "gain" else main
+    if stat is not None and kind != "gain":
+        if stat.mark == "best":
+            text = rf"\textbf{{{text}}}"
+        elif stat.mark == "second":
+            text = rf"\underline{{{text}}}"
+    if spread is not None:
+        text += rf"{{\scriptsize$\pm${spread}}}"
+    if paper is not None:
+        text += rf" {{\scriptsize({paper.replace('-', '$-$') if kind == 'gain' else paper})}}"
+    return text
+
+
+def to_latex(table: Table) -> str:
+    n_lead = 1 + len(table.lead_headers)
+    spec = "l" + "c" * len(table.lead_headers) + "c" * len(table.columns)
+    lines = [
+        "% Generated by `ltkd report`. Needs \\usepackage{booktabs,graphicx,amssymb}.",
+        r"\begin{table*}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(table.caption)}}}",
+        rf"\label{{tab:{table.name}}}",
+        r"\resizebox{\textwidth}{!}{%",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+    ]
+    levels: list[Callable[[Column], str]] = [lambda c: c.group, lambda c: f"{c.group}|{c.sub}"]
+    for depth, key in enumerate(levels):
+        cells = [""] * n_lead
+        rules = []
+        position = n_lead + 1
+        for value, span in _runs([key(c) for c in table.columns]):
+            text = value.split("|")[-1]
+            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(text)}}}")
+            rules.append(rf"\cmidrule(lr){{{position}-{position + span - 1}}}")
+            position += span
+        lines.append(" & ".join(cells) + r" \\")
+        lines.append(" ".join(rules))
+    header = [table.row_header] + [latex_escape(h) for h in table.lead_headers] + [latex_escape(c.label) for c in table.columns]
+    lines.append(" & ".join(header) + r" \\")
+    lines.append(r"\midrule")
+    for i, label in enumerate(table.rows):
+        if table.kinds[i] == "gain" or (i > 0 and table.kinds[i - 1] == "teacher" and table.kinds[i] != "teacher"):
+            lines.append(r"\midrule")
+        lead = [latex_escape(_switch(v)) for v in table.lead[i]] if table.lead else []
+        row = [latex_escape(label)] + lead + [_tex_cell(cell, table.kinds[i]) for cell in table.cells[i]]
+        lines.append(" & ".join(row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table*}"]
+    if table.notes:
+        lines += ["% Notes:"] + [f"% - {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ HTML
+
+
+def _html_cell(stat: Stat | None, kind: str) -> str:
+    main, spread, paper = _cell_parts(stat, kind)
+    text = html.escape(main)
+    if stat is not None and kind != "gain":
+        if stat.mark == "best":
+            text = f"<b>{text}</b>"
+        elif stat.mark == "second":
+            text = f"<u>{text}</u>"
+    if spread is not None:
+        text += f'<span class="std"> ± {html.escape(spread)}</span>'
+    if paper is not None:
+        text += f' <span class="paper">({html.escape(paper)})</span>'
+    return text
+
+
+_HTML_STYLE = """
+body { font-family: sans-serif; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { padding: 2px 8px; text-align: center; white-space: nowrap; }
+td.label { text-align: left; }
+thead tr:last-child th { border-bottom: 1px solid #000; }
+tr.gain td { border-top: 1px solid #000; font-style: italic; }
+tr.teacher td { color: #555; }
+.std { font-size: 80%; color: #444; }
+.paper { font-size: 80%; color: #777; }
+caption { caption-side: bottom; text-align: left; max-width: 60em; font-size: 90%; }
+""".strip()
+
+
+def to_html_fragment(table: Table) -> str:
+    n_lead = 1 + len(table.lead_headers)
+    lines = [f'<table id="{table.name}">', f"<caption>{html.escape(table.caption)}"]
+    if table.notes:
+        lines.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>")
+    lines += ["</caption>", "<thead>"]
+    for key in (lambda c: c.group, lambda c: f"{c.group}|{c.sub}"):
+        row = [f'<th colspan="{n_lead}"></th>']
+        for value, span in _runs([key(c) for c in table.columns]):
+            row.append(f'<th colspan="{span}">{html.escape(value.split("|")[-1])}</th>')
+        lines.append("<tr>" + "".join(row) + "</tr>")
+    header = [table.row_header] + table.lead_headers + [c.label for c in table.columns]
+    lines.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+    lines += ["</thead>", "<tbody>"]
+    for i, label in enumerate(table.rows):
+        lead = [_switch(v) for v in table.lead[i]] if table.lead else []
+        cells = [f'<td class="label">{html.escape(label)}</td>'] + [f"<td>{html.escape(v)}</td>" for v in lead]
+        cells += [f"<td>{_html_cell(cell, table.kinds[i])}</td>" for cell in table.cells[i]]
+        lines.append(f'<tr class="{table.kinds[i]}">' + "".join(cells) + "</tr>")
+    lines += ["</tbody>", "</table>"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: Table) -> str:
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(table.title)}</title><style>\n{_HTML_STYLE}\n</style></head>\n<body>\n"
+            f"<h2>{html.escape(table.title)}</h2>\n{to_html_fragment(table)}</body></html>\n")
+
+
+# ------------------------------------------------------------------------------ CSV
+
+
+CSV_FIELDS = ("table", "row", "row_key", "row_kind", "dataset", "teacher", "student", "imbalance_factor", "metric",
+              "mean", "std", "n", "mark", "paper", "select")
+
+
+def to_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for i, label in enumerate(table.rows):
+        for column, stat in zip(table.columns, table.cells[i]):
+            if stat is None or stat.mean is None:
+                continue
+            writer.writerow({
+                "table": table.name, "row": label, "row_key": table.row_keys[i] if table.row_keys else label,
+                "row_kind": table.kinds[i], "dataset": column.dataset, "teacher": column.teacher or "",
+                "student": column.student or "", "imbalance_factor": format_factor(column.imbalance_factor),
+                "metric": column.metric, "mean": repr(round(stat.mean, 6)),
+                "std": "" if stat.std is None else repr(round(stat.std, 6)), "n": stat.n if table.kinds[i] != "gain" else "",
+                "mark": stat.mark or "", "paper": "" if stat.paper is None else repr(round(stat.paper, 6)),
+                "select": table.select,
+            })
+    return buffer.getvalue()
+
+
+RENDERERS = {"md": to_markdown, "tex": to_latex, "html": to_html, "csv": to_csv}

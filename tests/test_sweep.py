@@ -1,0 +1,338 @@
+"""Sweeps on Ray Tune with Optuna: config validation, teacher reuse, SIGKILL resume, retries, a real cluster.
+
+The sweeps here are real: `ltkd sweep` in a subprocess starts a local Ray cluster (or joins one
+started with `ray start`), trains on the embedded digits data and writes Optuna journals and
+Parquet results that the tests read back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main as ltkd_main
+from orchestrator.sweep_config import ConfigError, load_config, parse_config
+
+LTKD = [sys.executable, "-m", "orchestrator.cli"]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def tiny_config(storage: Path, name: str = "tiny", **overrides) -> dict:
+    config = {
+        "name": name, "storage": str(storage), "seeds": [0], "teacher_epochs": 2, "student_epochs": 4,
+        "batch_size": 64,
+        "datasets": [{"name": "digits", "imbalance_factors": [100]}],
+        "pairs": [{"teacher": "resnet8", "student": "resnet8"}],
+        "methods": [{"method": "ce"}, {"method": "ltkd", "search": {"n_trials": 3}}],
+        "resources": {"cpus_per_trial": 1},
+    }
+    config.update(overrides)
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run_ltkd(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*LTKD, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def read_final_rows(sweep: Path):
+    from results.store import read_results
+
+    frame = read_results([str(sweep)])
+    return frame[frame["row_kind"] == "final"]
+
+
+def study_trials(sweep: Path):
+    import optuna
+
+    from orchestrator.studies import open_storage
+
+    storage = open_storage(sweep / "optuna.journal")
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)
+            for s in optuna.get_all_study_summaries(storage)}
+
+
+def history(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def ray_workers() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "ray::"], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def wait_for_no_ray(timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while ray_workers() and time.time() < deadline:
+        time.sleep(0.5)
+
+
+# ------------------------------------------------------------------------------------ config validation
+
+
+def test_toml_and_yaml_configs_load_to_the_same_sweep(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text('name = "a"\nseeds = [0, 1]\n[[datasets]]\nname = "digits"\nimbalance_factors = [10]\n'
+                    '[[pairs]]\nteacher = "resnet20"\nstudent = "resnet8"\n[[methods]]\nmethod = "ltkd"\n'
+                    '[methods.search]\nn_trials = 5\n[methods.search.space]\nalpha = {low = 0.5, high = 2}\n')
+    yaml = tmp_path / "s.yaml"
+    yaml.write_text("name: a\nseeds: [0, 1]\ndatasets:\n  - {name: digits, imbalance_factors: [10]}\n"
+                    "pairs:\n  - {teacher: resnet20, student: resnet8}\nmethods:\n  - method: ltkd\n"
+                    "    search: {n_trials: 5, space: {alpha: {low: 0.5, high: 2}}}\n")
+    a, b = load_config(toml), load_config(yaml)
+    assert a.to_dict() == b.to_dict()
+    assert a.methods[0].search.n_trials == 5 and a.datasets[0].imbalance_factors == [10]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"colour": "red"}, "unknown key 'colour'"),
+    ({"methods": [{"method": "ltkd", "search": {"n_trails": 3}}]}, "unknown key 'methods[0].search.n_trails'"),
+    ({"scheduler": {"asha": True, "grace": 1}}, "unknown key 'scheduler.grace'"),
+    ({"methods": [{"method": "ltkd", "search": {"n_trials": 0}}]}, "methods[0].search.n_trials must be >= 1"),
+    ({"methods": [{"method": "fancykd"}]}, "methods[0].method: unknown method 'fancykd'"),
+    ({"methods": [{"method": "ltkd", "hparams": {"beta": -1}}]}, "methods[0].hparams: ltkd: hyperparameter 'beta' must be >= 0"),
+    ({"methods": [{"method": "ltkd", "search": {"space": {"n_groups": {"choices": [3, 20]}}}}]},
+     "n_groups 20 is more than the 10 classes"),
+    ({"methods": [{"method": "ltkd", "search": {"space": {"alpha": {"low": 2, "high": 1}}}}]}, "alpha: need low < high"),
+    ({"methods": [{"method": "ltkd", "search": {"space": {"gamma": 1}}}]}, "'gamma' is not a hyperparameter of ltkd"),
+    ({"methods": [{"method": "ce"}, {"method": "ce"}]}, "the name 'ce' is used twice"),
+    ({"datasets": [{"name": "mnist"}]}, "datasets[0].name: unknown dataset 'mnist'"),
+    ({"datasets": [{"name": "digits", "imbalance_factors": [0.5]}]}, "each factor must be >= 1"),
+    ({"pairs": [{"teacher": "resnet34", "student": "resnet8"}]}, "pair models of the same input style"),
+    ({"pairs": [{"teacher": "resnet20"}]}, "missing key 'pairs[0].student'"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial must be a fraction"),
+    ({"objective": "loss"}, "objective must be one of"),
+])
+def test_impossible_configs_name_the_key(tmp_path, change, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config({**tiny_config(tmp_path), **change})
+    assert message in str(error.value)
+
+
+def test_bad_sweep_input_fails_before_any_trial(tmp_path, capsys):
+    def fails(args, message):
+        code = ltkd_main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], err
+
+    config = tiny_config(tmp_path / "store", datasets=[{"name": "cifar100", "root": str(tmp_path / "nope")}])
+    fails(["sweep", str(write_config(tmp_path / "a.json", config))], "does not exist")
+    assert not (tmp_path / "store").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    fails(["sweep", str(write_config(tmp_path / "b.json", tiny_config(blocker / "sub")))], "cannot be written")
+    fails(["sweep", str(write_config(tmp_path / "c.json", tiny_config(tmp_path / "s2"))), "--address", "127.0.0.1:1"],
+          "cannot reach the Ray cluster at 127.0.0.1:1")
+    fails(["resume", str(tmp_path)], "is not a sweep folder")
+    fails(["status", str(tmp_path / "missing")], "does not exist")
+    fails(["sweep", str(tmp_path / "missing.toml")], "not found")
+
+
+# ------------------------------------------------------------------------------------ a whole sweep
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    config = write_config(root / "tiny.json", tiny_config(root / "store"))
+    result = run_ltkd("sweep", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, result
+
+
+def test_sweep_runs_all_stages_and_keeps_optuna_and_parquet_consistent(finished_sweep):
+    root, result = finished_sweep
+    sweep = root / "store" / "tiny"
+    assert "teachers: 1 runs, 0 already finished (reused), 1 to run" in result.stdout
+    final = read_final_rows(sweep)
+    assert sorted(final["stage"].value_counts().items()) == [("final", 2), ("search", 3), ("teacher", 1)]
+    assert final["trial_id"].is_unique and set(final["status"]) == {"completed"}
+    trials = study_trials(sweep)
+    assert list(trials) == ["tiny:digits/if100/resnet8->resnet8/ltkd"]
+    [study] = trials.values()
+    assert [t.state.name for t in study] == ["COMPLETE"] * 3
+    searched = final[final["stage"] == "search"].set_index("optuna_trial")
+    for trial in study:
+        assert trial.value == pytest.approx(searched.loc[trial.number, "acc"])
+        assert len(trial.intermediate_values) == 4  # every epoch's value was reported
+    # the final LTKD run uses the best trial's hyperparameters
+    best = max(study, key=lambda t: t.value)
+    final_ltkd = final[(final["stage"] == "final") & (final["method"] == "ltkd")].iloc[0]
+    assert final_ltkd["alpha"] == pytest.approx(best.params["alpha"])
+    assert int(final_ltkd["n_groups"]) == best.params["n_groups"]
+    status = run_ltkd("status", sweep)
+    assert status.returncode == 0 and "search: 3/3 trials ended (3 completed" in status.stdout
+    assert "teachers: 1/1 finished" in status.stdout
+
+
+def test_second_sweep_on_the_same_storage_reuses_the_teacher(finished_sweep):
+    root, _ = finished_sweep
+    [teacher] = (root / "store" / "teachers").iterdir()
+    before = (teacher / "checkpoint.pt").stat().st_mtime_ns
+    config = tiny_config(root / "store", name="again", methods=[{"method": "kd"}])
+    result = run_ltkd("sweep", write_config(root / "again.json", config))
+    assert result.returncode == 0, result.stderr
+    assert "teachers: 1 runs, 1 already finished (reused), 0 to run" in result.stdout
+    assert (teacher / "checkpoint.pt").stat().st_mtime_ns == before
+
+
+def test_a_different_config_never_damages_an_existing_sweep(finished_sweep):
+    root, _ = finished_sweep
+    sweep_file = root / "store" / "tiny" / "sweep.json"
+    before = sweep_file.read_bytes()
+    changed = tiny_config(root / "store", seeds=[0, 1])
+    result = run_ltkd("sweep", write_config(root / "changed.json", changed))
+    assert result.returncode == 2 and "already holds a different sweep (differs in: seeds)" in result.stderr
+    assert sweep_file.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------ resume after SIGKILL
+
+
+def _wait_until(predicate, timeout: float, process: subprocess.Popen):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            raise AssertionError("the sweep ended before the condition was met:\n" + process.stdout.read())
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting for the sweep")
+
+
+def test_sigkilled_driver_resumes_without_rerunning_or_losing_anything(tmp_path):
+    config = tiny_config(tmp_path / "store", student_epochs=6,
+                         methods=[{"method": "ltkd", "search": {"n_trials": 4}}])
+    path = write_config(tmp_path / "kill.json", config)
+    sweep = tmp_path / "store" / "tiny"
+    runs = sweep / "runs"
+    process = subprocess.Popen([*LTKD, "sweep", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+
+    def finished_and_interrupted():
+        histories = [history(d) for d in runs.glob("*/*")] if runs.exists() else []
+        done = [h for h in histories if h and h[-1]["epoch"] == 6]
+        partial = [h for h in histories if h and 1 <= h[-1]["epoch"] < 5]
+        return len(done) >= 1 and len(partial) >= 1
+
+    try:
+        _wait_until(finished_and_interrupted, 300, process)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    wait_for_no_ray()
+    snapshot = {d: (history(d), (d / "checkpoint.pt").read_bytes() if (d / "checkpoint.pt").exists() else None)
+                for d in runs.glob("*/*")}
+    finished = {d for d, (h, _) in snapshot.items() if h and h[-1]["epoch"] == 6}
+    interrupted = {d: h[-1]["epoch"] for d, (h, _) in snapshot.items() if h and h[-1]["epoch"] < 6}
+    assert finished and interrupted
+
+    status = run_ltkd("status", sweep)
+    assert "not running (stopped or killed" in status.stdout
+
+    result = run_ltkd("resume", sweep)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for run_dir in finished:  # never re-run
+        assert (run_dir / "checkpoint.pt").read_bytes() == snapshot[run_dir][1]
+    for run_dir, epoch in interrupted.items():  # continued from the last epoch checkpoint
+        h = history(run_dir)
+        assert [m["epoch"] for m in h] == list(range(1, 7))
+        assert h[-1]["resumed_from"] >= epoch >= 1
+    # Optuna: exactly one completed entry per trial, carrying the run's final value
+    [trials] = study_trials(sweep).values()
+    assert len(trials) == 4 and {t.state.name for t in trials} == {"COMPLETE"}
+    rows = read_final_rows(sweep)
+    assert rows["trial_id"].is_unique
+    searched = rows[rows["stage"] == "search"].set_index("optuna_trial")
+    assert sorted(searched.index) == [0, 1, 2, 3]
+    for trial in trials:
+        assert trial.value == pytest.approx(searched.loc[trial.number, "acc"])
+    # every finished run has exactly one results file
+    files = list((sweep / "results").glob("*.parquet"))
+    assert len(files) == len(rows)
+
+
+# ------------------------------------------------------------------------------------ errored trials
+
+
+def test_an_errored_trial_is_retried_from_its_checkpoint(tmp_path):
+    config = tiny_config(tmp_path / "store", student_epochs=8, max_retries=2, methods=[{"method": "ce"}],
+                         seeds=[0, 1])
+    path = write_config(tmp_path / "retry.json", config)
+    sweep = tmp_path / "store" / "tiny"
+    process = subprocess.Popen([*LTKD, "sweep", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    runs = sweep / "runs"
+
+    def student_mid_run():
+        return runs.exists() and any(h and 2 <= h[-1]["epoch"] < 7 for h in map(history, runs.glob("*/*")))
+
+    try:
+        _wait_until(student_mid_run, 300, process)
+        # A worker dies mid-trial (as under the OOM killer): Tune retries the trial.
+        workers = [pid for pid in ray_workers()
+                   if "ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")]
+        assert workers, "no trial worker found"
+        os.kill(workers[0], signal.SIGKILL)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, output
+    rows = read_final_rows(sweep)
+    assert set(rows["status"]) == {"completed"}
+    histories = [history(d) for d in runs.glob("*/*")]
+    assert all([m["epoch"] for m in h] == list(range(1, 9)) for h in histories)
+    assert any(h[-1]["resumed_from"] > 0 for h in histories), "the retried trial did not resume from its checkpoint"
+
+
+# ------------------------------------------------------------------------------------ a real two-node cluster
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_on_a_two_node_cluster_with_shared_storage(tmp_path):
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    # Ray >= 2.59 turns token authentication on for local clusters: every node and the driver
+    # share one token, as on a real cluster.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    try:
+        head = subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                               "--include-dashboard=false", *common], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert head.returncode == 0, head.stderr
+        worker = subprocess.run([RAY, "start", f"--address={address}", "--node-ip-address=127.0.0.1", *common],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert worker.returncode == 0, worker.stderr
+        nodes = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}'); "
+                                "print(sum(n['Alive'] for n in ray.nodes()))"], capture_output=True, text=True,
+                               timeout=120, env=env)
+        assert nodes.stdout.strip().splitlines()[-1] == "2", nodes.stderr
+        config = tiny_config(tmp_path / "shared", methods=[{"method": "ce"}, {"method": "kd"}], seeds=[0, 1])
+        result = run_ltkd("sweep", write_config(tmp_path / "cluster.json", config), "--address", address, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = read_final_rows(tmp_path / "shared" / "tiny")
+        assert len(rows[rows["stage"] == "final"]) == 4 and set(rows["status"]) == {"completed"}
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)

@@ -21,7 +21,16 @@ JOURNAL_FILE = "optuna.journal"
 
 
 def storage_root(config: SweepConfig) -> Path:
-    return Path(config.storage).expanduser().resolve()
+    """The storage folder. file:// URIs name a local or mounted folder; object stores are not supported yet."""
+    from trainables.errors import UserError
+
+    storage = config.storage
+    if storage.startswith("file://"):
+        storage = storage[len("file://"):]
+    elif "://" in storage:
+        raise UserError(f"storage '{config.storage}': sweeps need a folder every node can reach (local or NFS); "
+                        "object-store URIs are supported by `ltkd report` but not yet for training runs")
+    return Path(storage).expanduser().resolve()
 
 
 def sweep_dir(config: SweepConfig) -> Path:
@@ -132,7 +141,3 @@ def student_run(config: SweepConfig, cell: Cell, seed: int, hparams: dict[str, A
     return PlannedRun(trial_id=f"{stage}/{cell.key}/{trial}seed{seed}-{digest}", stage=stage, cell=cell.key, run=run,
                       run_dir=sweep_dir(config) / "runs" / slug(cell.key) / f"seed{seed}-{digest}",
                       study=study, optuna_trial=optuna_trial)
-
-
-def epochs_of(run: RunConfig) -> int:
-    return run.resolved().epochs

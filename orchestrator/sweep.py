@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.plan import (JOURNAL_FILE, SWEEP_FILE, PlannedRun, cells, student_run, sweep_dir, teacher_runs)
+from orchestrator.plan import (JOURNAL_FILE, SWEEP_FILE, PlannedRun, cells, storage_root, student_run, sweep_dir,
+                              teacher_runs)
 from orchestrator.studies import CellSearch, open_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
 from trainables.errors import UserError
@@ -91,7 +92,7 @@ def _write_sweep_file(config: SweepConfig) -> None:
     existing = folder / SWEEP_FILE
     if existing.exists():
         previous = json.loads(existing.read_text())
-        previous["storage"] = config.storage = str(Path(config.storage).expanduser().resolve())
+        previous["storage"] = config.storage = str(storage_root(config))
         current = json.loads(config.to_json())
         if previous != current:
             changed = sorted(k for k in current if previous.get(k) != current.get(k))
@@ -99,7 +100,7 @@ def _write_sweep_file(config: SweepConfig) -> None:
                              "name, or `ltkd resume` to continue that one")
         return
     folder.mkdir(parents=True, exist_ok=True)
-    config.storage = str(Path(config.storage).expanduser().resolve())
+    config.storage = str(storage_root(config))
     tmp = folder / f".{SWEEP_FILE}.tmp"
     tmp.write_text(config.to_json())
     os.replace(tmp, existing)

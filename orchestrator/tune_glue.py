@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import defaultdict
-from typing import Any
 
 from ray.tune import Callback
 from ray.tune.search import Searcher
@@ -146,14 +144,3 @@ class Progress(Callback):
             self.stream.write("\n")
         self.stream.write(self.line().split(" | best")[0] + "\n")
         self.stream.flush()
-
-
-def best_summary(best: dict[str, float]) -> list[str]:
-    grouped = defaultdict(list)
-    for cell, value in best.items():
-        grouped[cell.rsplit("/", 1)[0]].append((cell.rsplit("/", 1)[-1], value))
-    return [f"  {setting}: " + ", ".join(f"{m} {v:.2f}" for m, v in sorted(items)) for setting, items in grouped.items()]
-
-
-def trial_payload(trial) -> dict[str, Any]:
-    return trial.config.get("trial", {})

@@ -136,6 +136,8 @@ def test_bad_sweep_input_fails_before_any_trial(tmp_path, capsys):
     fails(["sweep", str(write_config(tmp_path / "b.json", tiny_config(blocker / "sub")))], "cannot be written")
     fails(["sweep", str(write_config(tmp_path / "c.json", tiny_config(tmp_path / "s2"))), "--address", "127.0.0.1:1"],
           "cannot reach the Ray cluster at 127.0.0.1:1")
+    fails(["sweep", str(write_config(tmp_path / "d.json", tiny_config("s3://bucket/sweeps")))],
+          "object-store URIs are supported by `ltkd report` but not yet for training runs")
     fails(["resume", str(tmp_path)], "is not a sweep folder")
     fails(["status", str(tmp_path / "missing")], "does not exist")
     fails(["sweep", str(tmp_path / "missing.toml")], "not found")

@@ -8,8 +8,10 @@ counts of imbalance factor 100; throughput does not depend on the pixels). Model
 initialised teacher and student (the teacher's weights do not change its cost either). Loss:
 cross-entropy + LTKD (the registry's CIFAR defaults), SGD with momentum, batch 64.
 
-Setups, each timed over the same number of training steps, round robin over --rounds rounds so
-that a drifting (shared) machine hits them alike:
+Setups, timed in alternation: --rounds rounds, each running --batches timed steps of every
+setup in blocks of --block steps, A B C A B C ..., so that a machine whose load drifts (a shared
+one) slows them alike; each setup keeps its epoch (and the reference its DataLoader) across
+blocks, after --warmup untimed steps. Ratios are taken per round, then the median:
 
   (a) reference: what public KD codebases do: a torchvision-style CIFAR Dataset over PIL images
       with RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader
@@ -51,7 +53,7 @@ from trainables.data.long_tail import long_tail_counts  # noqa: E402
 from trainables.data.pipeline import Normalization, TensorBatches  # noqa: E402
 from trainables.data.sources import ImageSet  # noqa: E402
 from trainables.distillers import DistillContext, get_method  # noqa: E402
-from trainables.engine import autocast_dtype, distillation_loss, optimizer_step  # noqa: E402
+from trainables.engine import autocast_dtype, default_channels_last, distillation_loss, optimizer_step  # noqa: E402
 from trainables.models import ModelOutput, create_model  # noqa: E402
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -113,7 +115,11 @@ class Reference(Setup):
         self.iterator = iter(self.loader)
 
     def step(self):
-        x, y = next(self.iterator)
+        try:
+            x, y = next(self.iterator)
+        except StopIteration:  # a new epoch
+            self.start()
+            x, y = next(self.iterator)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with torch.no_grad():
             zt = self.teacher(x)
@@ -139,23 +145,15 @@ class Ours(Setup):
         self.iterator = self.batches.epoch(self.generator, with_views=True)
 
     def step(self):
-        inputs, labels, index, views = next(self.iterator)
+        try:
+            inputs, labels, index, views = next(self.iterator)
+        except StopIteration:  # a new epoch
+            self.start()
+            inputs, labels, index, views = next(self.iterator)
         loss = distillation_loss(self.student, self.ltkd, self.teacher, self.cache, inputs, labels, index, views,
                                  needs_features=False, amp_dtype=self.amp_dtype, ce_weight=1.0, distill_weight=1.0)
         optimizer_step(loss, self.optimizer, self.scaler)
         return len(labels)
-
-
-def time_steps(setup: Setup, warmup: int, batches: int, device: torch.device) -> float:
-    """Images per second over `batches` steps, after `warmup` untimed ones, in a fresh epoch."""
-    setup.start()
-    for _ in range(warmup):
-        setup.step()
-    sync(device)
-    started = time.perf_counter()
-    images = sum(setup.step() for _ in range(batches))
-    sync(device)
-    return images / (time.perf_counter() - started)
 
 
 def time_blocks(fn, repeats: int, device: torch.device) -> float:
@@ -174,6 +172,7 @@ def main(argv=None) -> None:
     parser.add_argument("--teacher", default="resnet32x4")
     parser.add_argument("--student", default="resnet8x4")
     parser.add_argument("--batches", type=int, default=None, help="timed steps per setup and round (CPU 16, GPU 300)")
+    parser.add_argument("--block", type=int, default=None, help="steps of one setup before the next one's (CPU 2, GPU 50)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (CPU 3, GPU 30)")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin repetitions; medians are reported")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: every core)")
@@ -187,6 +186,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     cpu = device.type == "cpu"
     batches_n = args.batches or (16 if cpu else 300)
+    block = args.block or (2 if cpu else 50)
     warmup = args.warmup if args.warmup is not None else (3 if cpu else 30)
     workers = args.workers if args.workers is not None else (2 if cpu else min(8, os.cpu_count() or 1))
     build_images = args.build_images or (8 if cpu else 1024)
@@ -209,7 +209,7 @@ def main(argv=None) -> None:
     ltkd = get_method("ltkd").build(DistillContext(num_classes=100, class_counts=tuple(counts)), dict(hparams)).to(device)
     # ours: the engine's defaults for the device (RunConfig amp "auto", channels_last None)
     amp_dtype = autocast_dtype("auto", device)
-    channels_last = device.type == "cuda"
+    channels_last = default_channels_last(device)
     normalization = Normalization(CIFAR100_MEAN, CIFAR100_STD)
     train_batches = TensorBatches(ImageSet(labels=labels, images=images), BATCH, device, normalization,
                                   channels_last=channels_last, drop_last=True)
@@ -225,7 +225,8 @@ def main(argv=None) -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {os.cpu_count()} cores")
           + f", torch threads {torch.get_num_threads()}, reference DataLoader workers {workers}")
     print(f"ours: precision {amp_dtype or 'fp32'}, channels_last {channels_last} (the engine's defaults on {device.type}); "
-          f"{batches_n} timed steps after {warmup} warm-up steps per setup, {args.rounds} rounds round robin")
+          f"{batches_n} timed steps per setup and round in alternating blocks of {block}, after {warmup} warm-up "
+          f"steps; {args.rounds} rounds")
     try:
         print(f"machine load average before: {os.getloadavg()[0]:.2f} (1 min)")
     except OSError:
@@ -259,33 +260,52 @@ def main(argv=None) -> None:
         Ours("cached", "(c) ours, cached teacher: tensor pipeline + teacher-logit cache", train_batches, None, cache,
              student(), ltkd, device, amp_dtype),
     ]
+    if channels_last:  # ablation: (c) in the reference's NCHW layout, to separate the layout's share
+        nchw_batches = TensorBatches(ImageSet(labels=labels, images=images), BATCH, device, normalization,
+                                     channels_last=False, drop_last=True)
+        setups.append(Ours("cached_nchw", "(d) ablation: (c) in NCHW layout (the engine's CPU default before issue 8)",
+                           nchw_batches, None, cache, copy.deepcopy(student0).to(device), ltkd, device, amp_dtype))
     per_round: dict[str, list[float]] = {s.name: [] for s in setups}
     print("\nsteady state, images/s per round:")
     for r in range(args.rounds):
+        for setup in setups:
+            setup.start()
+            for _ in range(warmup):
+                setup.step()
+        seconds = {setup.name: 0.0 for setup in setups}
+        done = {setup.name: 0 for setup in setups}
+        for first in range(0, batches_n, block):
+            for setup in setups:
+                sync(device)
+                started = time.perf_counter()
+                done[setup.name] += sum(setup.step() for _ in range(min(block, batches_n - first)))
+                sync(device)
+                seconds[setup.name] += time.perf_counter() - started
         line = []
         for setup in setups:
-            ips = time_steps(setup, warmup, batches_n, device)
+            ips = done[setup.name] / seconds[setup.name]
             per_round[setup.name].append(ips)
             line.append(f"{setup.name} {ips:8.1f}")
         print(f"  round {r + 1}: " + "   ".join(line), flush=True)
 
     median = {name: statistics.median(v) for name, v in per_round.items()}
+    def ratio(x, y):
+        return [a / b for a, b in zip(per_round[x], per_round[y])]
+
     ratios = {
-        "cached / reference": [c / a for c, a in zip(per_round["cached"], per_round["reference"])],
-        "live / reference": [b / a for b, a in zip(per_round["live"], per_round["reference"])],
-        "cached / live": [c / b for c, b in zip(per_round["cached"], per_round["live"])],
+        "SPEEDUP, ours (cached teacher) vs reference": ratio("cached", "reference"),
+        "  of which the data pipeline + layout: ours (live teacher) vs reference": ratio("live", "reference"),
+        "  of which the cache: ours cached vs ours live": ratio("cached", "live"),
     }
+    if "cached_nchw" in per_round:
+        ratios["  ablation: ours cached in NCHW vs reference"] = ratio("cached_nchw", "reference")
+        ratios["  ablation: the layout alone, (c) vs (d)"] = ratio("cached", "cached_nchw")
     print("\nSTEADY-STATE PER-TRIAL THROUGHPUT (cache already built), median over rounds [min, max]:")
     for setup in setups:
         v = per_round[setup.name]
         print(f"  {setup.label:<78} {median[setup.name]:8.1f} images/s  [{min(v):.1f}, {max(v):.1f}]")
-    labels_ratio = {
-        "cached / reference": "SPEEDUP, ours (cached teacher) vs reference",
-        "live / reference": "  of which the data pipeline alone: ours (live teacher) vs reference",
-        "cached / live": "  of which the cache alone: ours cached vs ours live",
-    }
     for key, values in ratios.items():
-        print(f"  {labels_ratio[key]:<78} {statistics.median(values):8.2f} x  "
+        print(f"  {key:<78} {statistics.median(values):8.2f} x  "
               f"[{min(values):.2f}, {max(values):.2f}] (per-round ratios)")
 
     # ---------------------------------------------------------------- where the time goes (per batch of 64)
@@ -324,13 +344,12 @@ def main(argv=None) -> None:
     build_batches = TensorBatches(ImageSet(labels=labels[:build_images], images=images[:build_images]), BATCH, device,
                                   normalization, channels_last=channels_last)
     builder_teacher = teacher_ours
-    block = min(build_images, 64)
     list(tcache.teacher_view_logits(builder_teacher, build_batches, images=torch.arange(min(2, build_images)),
-                                    batch_size=1024 if device.type == "cuda" else 256))  # warm-up
+                                    batch_size=tcache.build_batch_size(device)))  # warm-up
     sync(device)
     started = time.perf_counter()
-    for _ in tcache.teacher_view_logits(builder_teacher, build_batches, images_per_block=block,
-                                        batch_size=1024 if device.type == "cuda" else 256):
+    for _ in tcache.teacher_view_logits(builder_teacher, build_batches, images_per_block=min(build_images, 64),
+                                        batch_size=tcache.build_batch_size(device)):
         pass
     sync(device)
     build_seconds = time.perf_counter() - started

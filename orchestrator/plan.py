@@ -90,7 +90,7 @@ class PlannedRun:
             "trial_id": self.trial_id, "stage": self.stage, "cell": self.cell, "sweep": config.name,
             "sweep_dir": str(sweep_dir(config)), "run_dir": str(self.run_dir), "run": self.run.to_dict(),
             "resolved_run": self.run.resolved().to_dict(), "study": self.study, "optuna_trial": self.optuna_trial,
-            "cpus": config.resources.cpus_per_trial,
+            "cpus": config.resources.cpus_per_trial, "gpus": config.resources.gpus_per_trial,
         }
 
 
@@ -105,7 +105,8 @@ def cells(config: SweepConfig) -> list[Cell]:
 
 def _common(config: SweepConfig, dataset: str, root: str | None, factor: float) -> dict[str, Any]:
     return dict(dataset=dataset, root=root, imbalance_factor=factor, data_seed=config.data_seed,
-                batch_size=config.batch_size, device=config.device, progress=False)
+                batch_size=config.batch_size, device=config.device, progress=False,
+                teacher_cache=config.teacher_cache)
 
 
 def teacher_run(config: SweepConfig, dataset: str, root: str | None, factor: float, arch: str, seed: int) -> PlannedRun:

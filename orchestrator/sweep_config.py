@@ -81,6 +81,7 @@ class SweepConfig:
     scheduler: SchedulerEntry = field(default_factory=SchedulerEntry)
     resources: ResourcesEntry = field(default_factory=ResourcesEntry)
     device: str = "auto"
+    teacher_cache: str = "on"  # teacher-logit cache for logit students: on, auto or off (see RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +192,7 @@ def validate(config: SweepConfig) -> None:
         value = getattr(config, key)
         need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
              f"{key} must be an integer >= 1, got {value!r}")
+    need(config.teacher_cache in ("auto", "on", "off"), f"teacher_cache must be on, auto or off, got {config.teacher_cache!r}")
     need(config.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
     need(isinstance(config.max_retries, int) and config.max_retries >= 0, f"max_retries must be >= 0, got {config.max_retries!r}")
     need(isinstance(config.scheduler.asha, bool), "scheduler.asha must be true or false")

@@ -53,6 +53,7 @@ def run_config_from_args(args: argparse.Namespace, role: str):
         hparams=method_overrides(args), teacher=getattr(args, "teacher", None),
         teacher_arch=getattr(args, "teacher_arch", None), seed=args.seed, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, device=args.device, amp=args.amp,
+        teacher_cache=getattr(args, "teacher_cache", "auto"),
     )
 
 
@@ -101,6 +102,8 @@ def add_commands(commands) -> None:
     student.add_argument("--beta", type=float, default=None, help="LTKD/DKD beta")
     student.add_argument("--temperature", type=float, default=None, help="distillation temperature")
     student.add_argument("--groups", type=int, default=None, help="LTKD: number of class groups")
+    student.add_argument("--teacher-cache", default="auto", choices=("auto", "on", "off"),
+                         help="teacher-logit cache (logit methods): auto (when it repays its build), on, off")
     student.add_argument("--set", action="append", metavar="NAME=VALUE",
                          help="any other method hyperparameter, e.g. --set rebalance=false --set ce_weight=0.5")
     student.set_defaults(handler=cmd_train, role="student")

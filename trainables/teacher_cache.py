@@ -151,13 +151,21 @@ class TeacherLogits:
         return True
 
     def lookup(self, index: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-        """Teacher logits of images `index` through views `views` (both (B,) integer), float32 on the device."""
+        """Teacher logits of images `index` through views `views` (both (B,) integer), float32 on the device.
+
+        On CUDA the small index (or the gathered rows) travels from pinned memory without a host sync.
+        """
         if self.device_data is not None:
-            rows = self.device_data[index.to(self.device), views.to(self.device)]
-            return rows.float()
+            flat = index.long() * self.shape[1] + views.long()
+            if flat.device != self.device:
+                flat = flat.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" \
+                    else flat.to(self.device)
+            return self.device_data.view(-1, self.shape[2])[flat].float()
         rows = np.asarray(self.data[index.cpu().numpy(), views.cpu().numpy()])  # a (B, C) copy
         out = torch.from_numpy(rows).float()
-        return out.to(self.device, non_blocking=True) if self.device.type != "cpu" else out
+        if self.device.type == "cuda":
+            return out.pin_memory().to(self.device, non_blocking=True)
+        return out.to(self.device)
 
 
 def _manifest_signature(path: Path) -> tuple[int, int, int] | None:
@@ -191,7 +199,8 @@ def open_valid(folder: str | Path, key: Mapping[str, Any], shape: tuple[int, int
         differs = _key_differences(manifest.get("key") or {}, key)
         return None, f"key mismatch (differs in: {', '.join(differs)})"
     if manifest.get("dtype") != dtype or list(manifest.get("shape", [])) != list(shape):
-        return None, f"shape/dtype mismatch ({manifest.get('shape')} {manifest.get('dtype')}, expected {list(shape)} {dtype})"
+        return None, (f"shape/dtype mismatch ({manifest.get('shape')} {manifest.get('dtype')}, "
+                      f"expected {list(shape)} {dtype})")
     data_path = folder / str(manifest.get("data_file", ""))
     expected_bytes = int(np.prod(shape)) * np.dtype(DTYPES[dtype]).itemsize
     try:
@@ -200,7 +209,10 @@ def open_valid(folder: str | Path, key: Mapping[str, Any], shape: tuple[int, int
         return None, f"data file {data_path.name} missing"
     if size != expected_bytes:
         return None, f"data file has {size} bytes, expected {expected_bytes} (truncated or foreign)"
-    data = np.memmap(data_path, dtype=DTYPES[dtype], mode="r", shape=tuple(shape))
+    try:
+        data = np.memmap(data_path, dtype=DTYPES[dtype], mode="r", shape=tuple(shape))
+    except FileNotFoundError:  # replaced by a newer build between our looks
+        return None, f"data file {data_path.name} missing"
     chunk_rows = int(manifest["chunk_rows"])
     hashes = manifest.get("chunk_sha256", [])
     n_chunks = -(-shape[0] // chunk_rows) if shape[0] else 0
@@ -209,7 +221,8 @@ def open_valid(folder: str | Path, key: Mapping[str, Any], shape: tuple[int, int
     for i, first in enumerate(range(0, shape[0], chunk_rows)):
         chunk = np.ascontiguousarray(data[first:first + chunk_rows])
         if hashlib.sha256(memoryview(chunk).cast("B")).hexdigest() != hashes[i]:
-            return None, f"corrupt: chunk {i + 1} of {n_chunks} (images {first}..{min(first + chunk_rows, shape[0]) - 1}) fails its checksum"
+            last = min(first + chunk_rows, shape[0]) - 1
+            return None, f"corrupt: chunk {i + 1} of {n_chunks} (images {first}..{last}) fails its checksum"
     return TeacherLogits(folder, manifest, data), "ok"
 
 
@@ -426,7 +439,8 @@ def _build(folder: Path, key: Mapping[str, Any], shape: tuple[int, int, int], dt
     views = shape[0] * shape[1]
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "key": dict(key), "key_digest": digest_key(key),
-        "data_file": data_name, "shape": list(shape), "dtype": dtype, "bytes": int(np.prod(shape)) * np.dtype(DTYPES[dtype]).itemsize,
+        "data_file": data_name, "shape": list(shape), "dtype": dtype,
+        "bytes": int(np.prod(shape)) * np.dtype(DTYPES[dtype]).itemsize,
         "chunk_rows": chunk_rows, "chunk_sha256": writer.hashes, "extras": extras,
         "build": {"id": build_id, "host": socket.gethostname(), "pid": os.getpid(), "seconds": seconds,
                   "views_per_second": views / max(seconds, 1e-9), "finished": time.time(), "reason": reason},
@@ -446,7 +460,7 @@ def _build(folder: Path, key: Mapping[str, Any], shape: tuple[int, int, int], dt
 
 def _remove_stale_temporaries(folder: Path, older_than: float) -> None:
     now = time.time()
-    for tmp in folder.glob(".logits-*.tmp"):
+    for tmp in [*folder.glob(".logits-*.tmp"), *folder.glob(f".{MANIFEST_NAME}.*.tmp")]:
         try:
             if now - tmp.stat().st_mtime > older_than:
                 tmp.unlink()
@@ -527,6 +541,12 @@ def read_build_log(folder: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------- teacher views
+
+
+def build_batch_size(device: torch.device) -> int:
+    """Views per teacher forward pass when building: large on CUDA; 64 on CPU, where larger
+    batches were measured slower (resnet32x4 on 2 cores: 71 images/s at 64, 63 at 256)."""
+    return 1024 if torch.device(device).type == "cuda" else 64
 
 
 @torch.no_grad()

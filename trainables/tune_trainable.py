@@ -58,7 +58,10 @@ def run_trial(trial: dict[str, Any]) -> None:
         tune.report({name: metrics[name] for name in REPORTED})
 
     try:
-        result = fit(config, trial["run_dir"], callback=on_epoch, log=None)
+        gpus = float(trial.get("gpus", 0))
+        # A fraction of a GPU is only a scheduling label to Ray: cap this trial's memory to its share.
+        memory_share = gpus * 0.95 if 0 < gpus < 1 else None
+        result = fit(config, trial["run_dir"], callback=on_epoch, log=None, cuda_memory_fraction=memory_share)
     except Exception as exc:
         write_trial(trial["sweep_dir"], trial_record(trial, "errored", started, f"{type(exc).__name__}: {exc}"))
         traceback.print_exc()

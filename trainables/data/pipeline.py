@@ -55,7 +55,8 @@ def encode_views(rows: torch.Tensor, cols: torch.Tensor, flips: torch.Tensor, pa
     return grid * 2 + flips.long() if with_flips else grid
 
 
-def decode_views(views: torch.Tensor, padding: int, with_flips: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decode_views(views: torch.Tensor, padding: int,
+                 with_flips: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """View ids -> (row offsets, column offsets, flips): the inverse of `encode_views`."""
     side = 2 * padding + 1
     views = views.long()
@@ -138,17 +139,26 @@ class TensorBatches:
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
             if self.augment:
                 rows, cols, flips = crop_flip_parameters(len(index), self.padding, generator)
-                batch = crop_flip(self.padded, index, rows, cols, flips, self.size)
+                on_device = self._to_device(index, rows, cols, flips.long())
+                batch = crop_flip(self.padded, on_device[0], on_device[1], on_device[2], on_device[3].bool(), self.size)
             else:
                 rows = cols = flips = None
-                batch = self.padded[index.to(self.device)]
-            inputs, labels = self.to_input(batch), self.labels[index.to(self.device)]
+                on_device = self._to_device(index)
+                batch = self.padded[on_device[0]]
+            inputs, labels = self.to_input(batch), self.labels[on_device[0]]
             if not with_views:
                 yield inputs, labels, index
             elif rows is None:
                 yield inputs, labels, index, torch.zeros(len(index), dtype=torch.long)
             else:
                 yield inputs, labels, index, encode_views(rows, cols, flips, self.padding)
+
+    def _to_device(self, *parts: torch.Tensor) -> torch.Tensor:
+        """Small CPU index tensors -> the device in one copy; on CUDA from pinned memory without a
+        host sync (the generator stays on the CPU, so runs reproduce across devices)."""
+        if self.device.type != "cuda":
+            return torch.stack(parts)
+        return torch.stack(parts).pin_memory().to(self.device, non_blocking=True)
 
     def view_inputs(self, index: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """Normalised inputs of images `index` seen through `views` (what `epoch` yields for them)."""

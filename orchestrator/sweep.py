@@ -132,15 +132,9 @@ class DriverLock:
 
 
 def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from trainables.teacher_cache import _pid_alive
+
+    return isinstance(pid, int) and _pid_alive(pid)
 
 
 # ------------------------------------------------------------------------------------ running

@@ -424,6 +424,23 @@ def _spread_caption() -> str:
             "Bold: best student; underlined: second best.")
 
 
+def _cell_stats(per_block: dict, columns: list[Column], keys: list, lookup: dict,
+                paper_key=lambda key: key) -> list[list[Stat | None]]:
+    """mean +- std of each (row key, column), with the paper's number beside it when `lookup` has one."""
+    cells: list[list[Stat | None]] = [[None] * len(columns) for _ in keys]
+    for j, column in enumerate(columns):
+        block = (column.dataset, column.teacher, column.student, column.imbalance_factor)
+        for i, key in enumerate(keys):
+            trials_here = per_block[block].get(key)
+            if trials_here is None:
+                continue
+            stat = summarize(trials_here[column.metric])
+            if lookup:
+                stat.paper = lookup.get(block + (paper_key(key),), {}).get(column.metric)
+            cells[i][j] = stat
+    return cells
+
+
 def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False) -> Table | None:
     """The paper's Tables 1-3: methods as rows, (dataset, pair) x imbalance factor x (Tail, All)
     as columns, and LTKD's gain over the best other student method."""
@@ -434,18 +451,8 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
     per_block = {b: main_rows(block_members(trials, b)) for b in blocks}
     keys = sorted({k for rows in per_block.values() for k in rows}, key=method_sort_key)
     columns = _columns_for(blocks)
-    cells: list[list[Stat | None]] = [[None] * len(columns) for _ in keys]
     lookup = _paper_lookup(paper_frame("main_results"), "method") if paper else {}
-    for j, column in enumerate(columns):
-        block = (column.dataset, column.teacher, column.student, column.imbalance_factor)
-        for i, key in enumerate(keys):
-            trials_here = per_block[block].get(key)
-            if trials_here is None:
-                continue
-            stat = summarize(trials_here[column.metric])
-            if paper:
-                stat.paper = lookup.get(block + (key,), {}).get(column.metric)
-            cells[i][j] = stat
+    cells = _cell_stats(per_block, columns, keys, lookup)
     for block, rows in per_block.items():
         for key, trials_here in rows.items():
             if key != TEACHER_ROW:
@@ -524,17 +531,7 @@ def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = F
     keys = [k for k in ["kd"] + VARIANT_ORDER if any(k in rows for rows in per_block.values())]
     columns = _columns_for(blocks)
     lookup = _paper_lookup(paper_frame("ablations"), "variant") if paper else {}
-    cells: list[list[Stat | None]] = [[None] * len(columns) for _ in keys]
-    for j, column in enumerate(columns):
-        block = (column.dataset, column.teacher, column.student, column.imbalance_factor)
-        for i, key in enumerate(keys):
-            trials_here = per_block[block].get(key)
-            if trials_here is None:
-                continue
-            stat = summarize(trials_here[column.metric])
-            if paper:
-                stat.paper = lookup.get(block + ("baseline_kd" if key == "kd" else key,), {}).get(column.metric)
-            cells[i][j] = stat
+    cells = _cell_stats(per_block, columns, keys, lookup, lambda key: "baseline_kd" if key == "kd" else key)
     for block, rows in per_block.items():
         for key, trials_here in rows.items():
             note = _mixed_note(method_label("kd") if key == "kd" else VARIANT_LABELS[key], block, trials_here)
@@ -581,17 +578,9 @@ def group_count_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool 
     counts = sorted({n for rows in per_block.values() for n in rows})
     columns = _columns_for(blocks, (("acc", "All"),))
     lookup = _paper_lookup(paper_frame("group_count"), "n_groups") if paper else {}
-    cells: list[list[Stat | None]] = [[None] * len(columns) for _ in counts]
-    for j, column in enumerate(columns):
-        block = (column.dataset, column.teacher, column.student, column.imbalance_factor)
-        for i, n in enumerate(counts):
-            trials_here = per_block[block].get(n)
-            if trials_here is None:
-                continue
-            stat = summarize(trials_here[column.metric])
-            if paper:
-                stat.paper = lookup.get(block + (n,), {}).get(column.metric)
-            cells[i][j] = stat
+    cells = _cell_stats(per_block, columns, counts, lookup)
+    for block, rows in per_block.items():
+        for n, trials_here in rows.items():
             note = _mixed_note(f"LTKD with {n} groups", block, trials_here.assign(
                 hparams_json=[_without(h, "n_groups") for h in trials_here["hparams_json"]]))
             if note:

@@ -35,3 +35,8 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).logits
+
+    def head(self, stages: list[torch.Tensor]) -> ModelOutput:
+        """Global-pool the last stage (`self.avgpool`) and classify it: every model's common ending."""
+        pooled = torch.flatten(self.avgpool(stages[-1]), 1)
+        return ModelOutput(self.classifier(pooled), stages, pooled)

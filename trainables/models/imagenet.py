@@ -35,8 +35,7 @@ class TorchvisionResNet(Classifier):
         f2 = self.layer2(f1)
         f3 = self.layer3(f2)
         f4 = self.layer4(f3)
-        pooled = torch.flatten(self.avgpool(f4), 1)
-        return ModelOutput(self.classifier(pooled), [stem, f1, f2, f3, f4], pooled)
+        return self.head([stem, f1, f2, f3, f4])
 
 
 def _conv_bn(inp: int, oup: int, stride: int) -> nn.Sequential:
@@ -86,8 +85,7 @@ class MobileNetV1(Classifier):
         f2 = self.layer2(f1)
         f3 = self.layer3(f2)
         f4 = self.layer4(f3)
-        pooled = torch.flatten(self.avgpool(f4), 1)
-        return ModelOutput(self.classifier(pooled), [stem, f1, f2, f3, f4], pooled)
+        return self.head([stem, f1, f2, f3, f4])
 
 
 def resnet18(num_classes: int) -> TorchvisionResNet:

@@ -79,8 +79,7 @@ class MobileNetV2(Classifier):
                 stages.append(out)
         out = self.conv2(out)
         stages.append(out)
-        pooled = torch.flatten(self.avgpool(out), 1)
-        return ModelOutput(self.classifier(pooled), stages, pooled)
+        return self.head(stages)
 
 
 def mobilenetv2(num_classes: int) -> MobileNetV2:

@@ -69,8 +69,7 @@ class CifarResNet50(Classifier):
         f2 = self.layer2(f1)
         f3 = self.layer3(f2)
         f4 = self.layer4(f3)
-        pooled = torch.flatten(self.avgpool(f4), 1)
-        return ModelOutput(self.classifier(pooled), [stem, f1, f2, f3, f4], pooled)
+        return self.head([stem, f1, f2, f3, f4])
 
 
 def resnet50_cifar(num_classes: int) -> CifarResNet50:

@@ -84,8 +84,7 @@ class ShuffleNetV1(Classifier):
         f1 = self.layer1(stem)
         f2 = self.layer2(f1)
         f3 = self.layer3(f2)
-        pooled = torch.flatten(self.avgpool(f3), 1)
-        return ModelOutput(self.classifier(pooled), [stem, f1, f2, f3], pooled)
+        return self.head([stem, f1, f2, f3])
 
 
 def shufflenetv1(num_classes: int) -> ShuffleNetV1:

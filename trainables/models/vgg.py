@@ -52,8 +52,7 @@ class VGG(Classifier):
         f2 = self.block2(self.pool(f1))
         f3 = self.block3(self.pool(f2))
         f4 = self.block4(self.pool(f3) if large else f3)
-        pooled = torch.flatten(self.avgpool(f4), 1)
-        return ModelOutput(self.classifier(pooled), [f0, f1, f2, f3, f4], pooled)
+        return self.head([f0, f1, f2, f3, f4])
 
 
 def vgg8(num_classes: int) -> VGG:

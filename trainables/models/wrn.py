@@ -69,8 +69,7 @@ class WideResNet(Classifier):
         f1 = self.block1(out)
         f2 = self.block2(f1)
         f3 = self.relu(self.bn1(self.block3(f2)))
-        pooled = torch.flatten(self.avgpool(f3), 1)
-        return ModelOutput(self.classifier(pooled), [f1, f2, f3], pooled)
+        return self.head([f1, f2, f3])
 
 
 def wrn_40_1(num_classes: int) -> WideResNet:

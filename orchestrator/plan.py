@@ -10,30 +10,22 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator.sweep_config import MethodEntry, SweepConfig
 from trainables.config import RunConfig
+from trainables.storage import Location
 
 SWEEP_FILE = "sweep.json"
 JOURNAL_FILE = "optuna.journal"
 
 
-def storage_root(config: SweepConfig) -> Path:
-    """The storage folder. file:// URIs name a local or mounted folder; object stores are not supported yet."""
-    from trainables.errors import UserError
-
-    storage = config.storage
-    if storage.startswith("file://"):
-        storage = storage[len("file://"):]
-    elif "://" in storage:
-        raise UserError(f"storage '{config.storage}': sweeps need a folder every node can reach (local or NFS); "
-                        "object-store URIs are supported by `ltkd report` but not yet for training runs")
-    return Path(storage).expanduser().resolve()
+def storage_root(config: SweepConfig) -> Location:
+    """The storage: a folder every node reaches (local, NFS, file://) or an object-store URI (s3://, gs://, ...)."""
+    return Location.parse(config.storage)
 
 
-def sweep_dir(config: SweepConfig) -> Path:
+def sweep_dir(config: SweepConfig) -> Location:
     return storage_root(config) / config.name
 
 
@@ -80,15 +72,17 @@ class PlannedRun:
     stage: str  # teacher | search | final
     cell: str
     run: RunConfig
-    run_dir: Path
+    run_dir: Location
     study: str | None = None
     optuna_trial: int | None = None
+    teacher_dir: Location | None = None
 
     def trial_config(self, config: SweepConfig) -> dict[str, Any]:
         """What the Tune trainable receives (plain, picklable values)."""
         return {
             "trial_id": self.trial_id, "stage": self.stage, "cell": self.cell, "sweep": config.name,
-            "sweep_dir": str(sweep_dir(config)), "run_dir": str(self.run_dir), "run": self.run.to_dict(),
+            "sweep_dir": sweep_dir(config).uri, "run_dir": self.run_dir.uri, "run": self.run.to_dict(),
+            "teacher_dir": self.teacher_dir.uri if self.teacher_dir else None,
             "resolved_run": self.run.resolved().to_dict(), "study": self.study, "optuna_trial": self.optuna_trial,
             "cpus": config.resources.cpus_per_trial, "gpus": config.resources.gpus_per_trial,
         }
@@ -130,15 +124,17 @@ def teacher_runs(config: SweepConfig) -> list[PlannedRun]:
 def student_run(config: SweepConfig, cell: Cell, seed: int, hparams: dict[str, Any], stage: str,
                 study: str | None = None, optuna_trial: int | None = None) -> PlannedRun:
     s = cell.setting
-    teacher = None
+    teacher_dir = None
     if cell.entry.method != "ce":
-        teacher = str(teacher_run(config, s.dataset, s.root, s.imbalance_factor, s.teacher_arch, seed).run_dir)
+        teacher_dir = teacher_run(config, s.dataset, s.root, s.imbalance_factor, s.teacher_arch, seed).run_dir
+    # The teacher is named by its path on the storage (no URI options: they are not part of a run's identity).
     run = RunConfig(**_common(config, s.dataset, s.root, s.imbalance_factor), role="student", arch=s.student_arch,
-                    method=cell.entry.method, hparams={**cell.entry.hparams, **hparams}, teacher=teacher,
+                    method=cell.entry.method, hparams={**cell.entry.hparams, **hparams},
+                    teacher=str(teacher_dir) if teacher_dir else None,
                     teacher_arch=s.teacher_arch, seed=seed, epochs=config.student_epochs)
     digest = run_hash(run)
     # Two search trials may draw the same hyperparameters (one run folder): their records stay apart.
     trial = f"t{optuna_trial}-" if optuna_trial is not None else ""
     return PlannedRun(trial_id=f"{stage}/{cell.key}/{trial}seed{seed}-{digest}", stage=stage, cell=cell.key, run=run,
                       run_dir=sweep_dir(config) / "runs" / slug(cell.key) / f"seed{seed}-{digest}",
-                      study=study, optuna_trial=optuna_trial)
+                      study=study, optuna_trial=optuna_trial, teacher_dir=teacher_dir)

@@ -1,25 +1,21 @@
 """`ltkd status SWEEP_DIR`: where a sweep stands, read from its files only (nothing is written)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from orchestrator.plan import cells, teacher_runs
+from orchestrator.plan import cells, sweep_dir, teacher_runs
 from orchestrator.studies import run_outcome
-from orchestrator.sweep import LOCK_FILE, _alive, load_sweep_folder
+from orchestrator.sweep import LOCK_FILE, _alive, load_sweep_folder, read_lock
+from trainables.storage import Location
 
 
 def sweep_status(folder: str | Path) -> str:
     config = load_sweep_folder(folder)
-    folder = Path(folder).expanduser().resolve()
+    folder = sweep_dir(config)
     lines = [f"sweep {config.name}: {folder}"]
-    lock = folder / LOCK_FILE
-    if lock.exists():
-        try:
-            holder = json.loads(lock.read_text())
-        except ValueError:
-            holder = {}
+    holder = read_lock(folder / LOCK_FILE)
+    if holder is not None:
         state = "running" if _alive(holder.get("pid")) else "not running (stopped or killed: `ltkd resume` continues it)"
         lines.append(f"driver: pid {holder.get('pid')} on {holder.get('host')}, {state}")
     else:
@@ -47,14 +43,14 @@ def sweep_status(folder: str | Path) -> str:
     return "\n".join(lines)
 
 
-def _records(folder: Path):
+def _records(folder: Location):
     import pandas as pd
 
     from results.store import read_results
 
-    if not (folder / "results").exists():
+    if not (folder / "results").is_dir():
         return pd.DataFrame(columns=["stage", "status", "cell"])
-    frame = read_results([str(folder)], warn=lambda message: None, allow_empty=True)
+    frame = read_results([folder.uri], warn=lambda message: None, allow_empty=True)
     if "row_kind" in frame:
         frame = frame[frame["row_kind"] == "final"]
     return frame

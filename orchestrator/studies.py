@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import optuna
 from optuna.trial import TrialState
@@ -20,24 +20,57 @@ from orchestrator.plan import Cell, PlannedRun, student_run
 from orchestrator.sweep_config import SweepConfig
 from search_spaces import get_space
 from trainables.data.sources import DATASETS
-from trainables.engine import read_metrics
+from trainables.engine import METRICS_NAME, parse_metrics
+from trainables.storage import Location
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 HPARAMS_ATTR = "hparams"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def open_storage(journal: Path) -> optuna.storages.BaseStorage:
+def _journal_file(path: Path):
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     # The open-lock works on shared (NFS) folders, where symlink locks may not.
-    backend = JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal)))
+    return JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+
+
+class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
+    """A journal on an object store: kept in a local file, and the whole file pushed after every append.
+
+    Only the sweep's driver writes it (one driver per sweep), so the store's copy is the truth:
+    opening replaces the local file with it. An append whose push did not finish never reached a
+    trial (a trial is launched only after its hyperparameters are written), so losing it is harmless.
+    """
+
+    def __init__(self, remote: Location):
+        self.remote = remote
+        self.local = remote.scratch("driver") / remote.name
+        self.local.parent.mkdir(parents=True, exist_ok=True)
+        data = remote.read_bytes()
+        if data is None:
+            self.local.unlink(missing_ok=True)
+        else:
+            Location.parse(self.local).write_bytes(data)
+        self.backend = _journal_file(self.local)
+
+    def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
+        return self.backend.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self.backend.append_logs(logs)
+        self.remote.write_bytes(self.local.read_bytes())
+
+
+def open_storage(journal: Location) -> optuna.storages.BaseStorage:
+    """The sweep's Optuna storage: a journal file in the sweep folder."""
+    backend = MirroredJournal(journal) if journal.remote else _journal_file(journal.local_path)
     return optuna.storages.JournalStorage(backend)
 
 
-def run_outcome(run_dir: Path, epochs: int) -> dict[str, Any] | None:
+def run_outcome(run_dir: Location, epochs: int) -> dict[str, Any] | None:
     """The last epoch's metrics if the run finished, else None."""
-    history = read_metrics(run_dir)
+    history = parse_metrics((run_dir / METRICS_NAME).read_text() or "")
     if history and history[-1]["epoch"] >= epochs:
         return history[-1]
     return None

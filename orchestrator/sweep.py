@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import sys
 import time
@@ -21,6 +22,7 @@ from orchestrator.plan import (JOURNAL_FILE, SWEEP_FILE, PlannedRun, cells, stor
 from orchestrator.studies import CellSearch, open_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
 from trainables.errors import UserError
+from trainables.storage import Location, StorageError
 
 LOCK_FILE = "driver.lock"
 
@@ -43,15 +45,15 @@ def preflight(config: SweepConfig, address: str | None) -> None:
         _check_reachable(address)
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Location) -> None:
+    probe = folder / f".ltkd-write-test-{socket.gethostname()}-{os.getpid()}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".ltkd-write-test-{os.getpid()}"
         probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise SweepError(f"storage {folder} cannot be written ({exc.strerror or exc}); choose a writable storage "
-                         "folder in the sweep config") from None
+        probe.delete()
+    except (OSError, StorageError) as exc:
+        reason = exc.detail if isinstance(exc, StorageError) else (exc.strerror or str(exc))
+        raise SweepError(f"storage {folder} cannot be written ({reason}); choose a writable storage "
+                         "folder or URI in the sweep config") from None
 
 
 def _check_reachable(address: str) -> None:
@@ -71,64 +73,69 @@ def _check_reachable(address: str) -> None:
 
 
 def load_sweep_folder(folder: str | Path) -> SweepConfig:
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise SweepError(f"{folder} does not exist; pass a sweep folder (storage/name) made by `ltkd sweep`")
-    if not (folder / SWEEP_FILE).exists():
-        raise SweepError(f"{folder} is not a sweep folder (no {SWEEP_FILE}); pass the folder `ltkd sweep` created")
+    """The config of the sweep in `folder` (a path or URI, as `ltkd resume` and `ltkd status` take it)."""
+    location = Location.parse(folder)
+    text = (location / SWEEP_FILE).read_text()
+    if text is None:
+        if not location.exists():
+            raise SweepError(f"{location} does not exist; pass a sweep folder (storage/name) made by `ltkd sweep`")
+        raise SweepError(f"{location} is not a sweep folder (no {SWEEP_FILE}); pass the folder `ltkd sweep` created")
     try:
-        values = json.loads((folder / SWEEP_FILE).read_text())
-        config = parse_config(values)
+        config = parse_config(json.loads(text))
     except (ValueError, ConfigError) as exc:
-        raise SweepError(f"{folder / SWEEP_FILE} cannot be read ({exc})") from None
-    if sweep_dir(config) != folder.resolve():
-        # The folder was moved or reached through another mount: keep the storage it lives in now.
-        config.storage = str(folder.resolve().parent)
+        raise SweepError(f"{location / SWEEP_FILE} cannot be read ({exc})") from None
+    if sweep_dir(config) != location:
+        # Moved, reached through another mount, or given other URI options: keep the storage it is in now.
+        config.storage = location.parent.uri
     return config
 
 
 def _write_sweep_file(config: SweepConfig) -> None:
     folder = sweep_dir(config)
-    existing = folder / SWEEP_FILE
-    if existing.exists():
-        previous = json.loads(existing.read_text())
-        previous["storage"] = config.storage = str(storage_root(config))
+    config.storage = storage_root(config).uri
+    existing = (folder / SWEEP_FILE).read_text()
+    if existing is not None:
+        previous = json.loads(existing)
+        previous["storage"] = config.storage
         current = json.loads(config.to_json())
         if previous != current:
             changed = sorted(k for k in current if previous.get(k) != current.get(k))
             raise SweepError(f"{folder} already holds a different sweep (differs in: {', '.join(changed)}); use another "
                              "name, or `ltkd resume` to continue that one")
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    config.storage = str(storage_root(config))
-    tmp = folder / f".{SWEEP_FILE}.tmp"
-    tmp.write_text(config.to_json())
-    os.replace(tmp, existing)
+    (folder / SWEEP_FILE).write_text(config.to_json())
 
 
 class DriverLock:
     """One driver per sweep. A lock left by a killed driver (its process is gone) is taken over."""
 
-    def __init__(self, folder: Path):
-        self.path = folder / LOCK_FILE
+    def __init__(self, folder: Location):
+        self.location = folder / LOCK_FILE
 
     def __enter__(self):
         me = {"host": socket.gethostname(), "pid": os.getpid()}
-        if self.path.exists():
-            try:
-                holder = json.loads(self.path.read_text())
-            except ValueError:
-                holder = {}
-            if holder.get("host") == me["host"] and _alive(holder.get("pid")) and holder.get("pid") != me["pid"]:
-                raise SweepError(f"another driver (pid {holder['pid']}) is running this sweep; wait for it or stop it")
-        self.path.write_text(json.dumps(me))
+        holder = read_lock(self.location)
+        if holder and holder.get("host") == me["host"] and _alive(holder.get("pid")) and holder.get("pid") != me["pid"]:
+            raise SweepError(f"another driver (pid {holder['pid']}) is running this sweep; wait for it or stop it")
+        self.location.write_text(json.dumps(me))
         return self
 
     def __exit__(self, *exc):
         try:
-            self.path.unlink()
-        except OSError:
+            self.location.delete()
+        except (OSError, StorageError):
             pass
+
+
+def read_lock(location: Location) -> dict | None:
+    """Who holds a driver lock: {"host", "pid"}, {} if unreadable, None if there is no lock."""
+    text = location.read_text()
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
 
 
 def _alive(pid: Any) -> bool:
@@ -151,8 +158,7 @@ def _ensure_record(run: PlannedRun, config: SweepConfig) -> None:
     """A finished run whose results were not written (driver killed in between) gets them now."""
     from results.store import trial_file_name
 
-    folder = sweep_dir(config) / "results"
-    if not (folder / trial_file_name(run.trial_id)).exists():
+    if not (sweep_dir(config) / "results" / trial_file_name(run.trial_id)).exists():
         _write_record(run.trial_config(config), "completed")
 
 
@@ -169,6 +175,9 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, p
 
     progress = Progress(stage, total, config.objective, on_trial_end=on_end)
     resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
+    ray_folder = sweep_dir(config) / "ray"
+    # Ray keeps its experiment state and trial logs on the same storage, object stores included.
+    filesystem, ray_path = ray_folder.filesystem() if ray_folder.remote else (None, ray_folder.path)
     tuner = tune.Tuner(
         tune.with_resources(lambda spec: run_trial(spec["trial"]), resources),
         param_space=param_space or {},
@@ -176,7 +185,7 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, p
                                     scheduler=scheduler, metric=config.objective if scheduler else None,
                                     mode="max" if scheduler else None),
         run_config=tune.RunConfig(
-            name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(sweep_dir(config) / "ray"),
+            name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=ray_path, storage_filesystem=filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_retries),
             callbacks=[progress], verbose=2 if verbose else 0,
         ),
@@ -260,7 +269,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
             errors = _run_grid(config, "teachers", teacher_runs(config), verbose)
             if errors:
                 raise SweepError(f"{errors} teacher runs failed after {config.max_retries} retries; see their logs "
-                                 f"under {folder / 'ray'}, fix the cause and `ltkd resume {folder}`")
+                                 f"under {folder / 'ray'}, fix the cause and `ltkd resume {shlex.quote(folder.uri)}`")
             best, search_errors = _search_stage(config, verbose)
             finals = [student_run(config, cell, seed, best.get(cell.key, {}), "final")
                       for cell in cells(config) for seed in config.seeds]
@@ -273,7 +282,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
         _print_table(folder)
         failed = search_errors + final_errors
         if failed:
-            print(f"{failed} trials errored after {config.max_retries} retries; `ltkd resume {folder}` retries "
+            print(f"{failed} trials errored after {config.max_retries} retries; `ltkd resume {shlex.quote(folder.uri)}` retries "
                   "unfinished runs", file=sys.stderr)
             return 1
         return 0
@@ -298,12 +307,12 @@ def _start_ray(address: str | None, verbose: bool, config: SweepConfig) -> None:
         raise SweepError(f"cannot connect to the Ray cluster at {address} ({exc}); fix --address") from None
 
 
-def _print_table(folder: Path) -> None:
+def _print_table(folder: Location) -> None:
     """The finished sweep's tables, as `ltkd report` prints them."""
     from results.render import to_markdown
     from results.store import read_results
     from results.tables import all_tables
 
-    tables = all_tables(read_results([str(folder)], allow_empty=True))
+    tables = all_tables(read_results([folder.uri], allow_empty=True))
     print("\n".join(to_markdown(table) for table in tables))
-    print(f"(`ltkd report {folder} --out DIR --figures` writes LaTeX, HTML, CSV and figures)")
+    print(f"(`ltkd report {shlex.quote(folder.uri)} --out DIR --figures` writes LaTeX, HTML, CSV and figures)")

@@ -29,7 +29,6 @@ import os
 import re
 import socket
 import subprocess
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 import warnings
 from collections.abc import Callable, Iterable
@@ -42,6 +41,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from trainables.errors import UserError
+from trainables.storage import Location, publish
 
 SCHEMA_VERSION = 1
 RESULTS_DIR = "results"
@@ -194,14 +194,10 @@ def _is_uri(store: str) -> bool:
 
 def _filesystem(store: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) of a sweep folder or URI."""
-    store = str(store)
-    if not _is_uri(store):
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(store))
-    try:
-        fs, path = pafs.FileSystem.from_uri(store)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
-        raise UserError(f"cannot open results store '{store}': {str(exc).splitlines()[0]}") from None
-    return fs, path.rstrip("/")
+    location = Location.parse(store)
+    if not location.remote:
+        return pafs.LocalFileSystem(), location.path
+    return location.filesystem()
 
 
 def _results_dir(path: str) -> str:
@@ -213,10 +209,6 @@ def trial_file_name(trial_id: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", trial_id).strip("._-")[:80] or "trial"
     digest = hashlib.sha256(trial_id.encode("utf-8")).hexdigest()[:12]
     return f"{slug}-{digest}.parquet"
-
-
-def _join(fs: pafs.FileSystem, folder: str, name: str) -> str:
-    return f"{folder}/{name}"
 
 
 # ------------------------------------------------------------------------------ records -> table
@@ -375,29 +367,10 @@ def write_trial(store: str, record: TrialRecord) -> str:
     """
     table = record_table(record)
     fs, root = _filesystem(store)
-    folder = _results_dir(root)
-    fs.create_dir(folder, recursive=True)
-    final = _join(fs, folder, trial_file_name(record.trial_id))
-    if fs.type_name in ("s3", "gcs"):
-        # Object stores publish an object only once its upload completes: already atomic, and
-        # their "move" is a copy + delete, so write the final key directly.
-        with fs.open_output_stream(final) as sink:
-            pq.write_table(table, sink)
-        return final if not _is_uri(store) else f"{str(store).rstrip('/')}/{RESULTS_DIR}/{trial_file_name(record.trial_id)}"
-    tmp = _join(fs, folder, f".{trial_file_name(record.trial_id)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with fs.open_output_stream(tmp) as sink:
-            pq.write_table(table, sink)
-        fs.move(tmp, final)  # rename(2) on local disks: atomic, replaces an existing file
-    except BaseException:
-        try:
-            fs.delete_file(tmp)
-        except Exception:
-            pass
-        raise
-    if _is_uri(store):
-        return f"{str(store).rstrip('/')}/{RESULTS_DIR}/{trial_file_name(record.trial_id)}"
-    return final
+    name = trial_file_name(record.trial_id)
+    publish(fs, f"{_results_dir(root)}/{name}", lambda sink: pq.write_table(table, sink))
+    location = Location.parse(store)
+    return f"{location.path}/{RESULTS_DIR}/{name}" if location.remote else f"{_results_dir(root)}/{name}"
 
 
 # ------------------------------------------------------------------------------ read

@@ -19,6 +19,7 @@ import pytest
 
 from orchestrator.cli import main as ltkd_main
 from orchestrator.sweep_config import ConfigError, load_config, parse_config
+from trainables.storage import Location
 
 LTKD = [sys.executable, "-m", "orchestrator.cli"]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -58,14 +59,14 @@ def study_trials(sweep: Path):
 
     from orchestrator.studies import open_storage
 
-    storage = open_storage(sweep / "optuna.journal")
+    storage = open_storage(Location.parse(sweep) / "optuna.journal")
     return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)
             for s in optuna.get_all_study_summaries(storage)}
 
 
-def history(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def history(run_dir: Path | Location) -> list[dict]:
+    text = (run_dir / "metrics.jsonl").read_text() if run_dir.exists() else None
+    return [json.loads(line) for line in text.splitlines()] if text else []
 
 
 def ray_workers() -> list[int]:
@@ -73,10 +74,31 @@ def ray_workers() -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def wait_for_no_ray(timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while ray_workers() and time.time() < deadline:
+def trial_workers() -> list[int]:
+    def command(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")
+        except OSError:  # ended meanwhile
+            return ""
+    return [pid for pid in ray_workers() if "ImplicitFunc" in command(pid)]
+
+
+def kill_driver(process: subprocess.Popen) -> None:
+    """SIGKILL the sweep's driver, then wait until its trials' workers have died with it.
+
+    Ray's dashboard and runtime-env agents outlive a killed driver as orphans in its process
+    group (the trial workers do not); they are removed so they do not pile up across tests.
+    """
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    deadline = time.time() + 60
+    while trial_workers() and time.time() < deadline:
         time.sleep(0.5)
+    assert not trial_workers(), "a trial worker outlived its killed driver"
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 # ------------------------------------------------------------------------------------ config validation
@@ -136,8 +158,8 @@ def test_bad_sweep_input_fails_before_any_trial(tmp_path, capsys):
     fails(["sweep", str(write_config(tmp_path / "b.json", tiny_config(blocker / "sub")))], "cannot be written")
     fails(["sweep", str(write_config(tmp_path / "c.json", tiny_config(tmp_path / "s2"))), "--address", "127.0.0.1:1"],
           "cannot reach the Ray cluster at 127.0.0.1:1")
-    fails(["sweep", str(write_config(tmp_path / "d.json", tiny_config("s3://bucket/sweeps")))],
-          "object-store URIs are supported by `ltkd report` but not yet for training runs")
+    fails(["sweep", str(write_config(tmp_path / "d.json", tiny_config("s3://KEY:SECRET@bucket/sweeps")))],
+          "carries credentials; pass them in the environment instead")
     fails(["resume", str(tmp_path)], "is not a sweep folder")
     fails(["status", str(tmp_path / "missing")], "does not exist")
     fails(["sweep", str(tmp_path / "missing.toml")], "not found")
@@ -232,12 +254,10 @@ def test_sigkilled_driver_resumes_without_rerunning_or_losing_anything(tmp_path)
 
     try:
         _wait_until(finished_and_interrupted, 300, process)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        kill_driver(process)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    wait_for_no_ray()
     snapshot = {d: (history(d), (d / "checkpoint.pt").read_bytes() if (d / "checkpoint.pt").exists() else None)
                 for d in runs.glob("*/*")}
     finished = {d for d, (h, _) in snapshot.items() if h and h[-1]["epoch"] == 6}
@@ -287,8 +307,7 @@ def test_an_errored_trial_is_retried_from_its_checkpoint(tmp_path):
     try:
         _wait_until(student_mid_run, 300, process)
         # A worker dies mid-trial (as under the OOM killer): Tune retries the trial.
-        workers = [pid for pid in ray_workers()
-                   if "ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")]
+        workers = trial_workers()
         assert workers, "no trial worker found"
         os.kill(workers[0], signal.SIGKILL)
         output, _ = process.communicate(timeout=300)
@@ -338,3 +357,70 @@ def test_sweep_on_a_two_node_cluster_with_shared_storage(tmp_path):
         assert len(rows[rows["stage"] == "final"]) == 4 and set(rows["status"]) == {"completed"}
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+# ------------------------------------------------------------------------------------ object-store storage
+
+
+def test_sweep_on_an_object_store_resumes_elsewhere_after_sigkill_and_shares_teachers(s3_storage, tmp_path, monkeypatch):
+    """The whole sweep on S3 (served locally): runs train in scratch copies pushed every epoch."""
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "scratch"))  # the driver's, its workers' and this test's
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(s3_storage, student_epochs=6, methods=[{"method": "ce"},
+                                                                {"method": "ltkd", "search": {"n_trials": 3}}])
+    path = write_config(tmp_path / "s3.json", config)
+    store = Location.parse(s3_storage)
+    sweep = store / "tiny"
+    process = subprocess.Popen([*LTKD, "sweep", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+
+    def runs() -> dict[str, list[dict]]:
+        names = {name.rsplit("/", 1)[0] for name in (sweep / "runs").files() if name.endswith("metrics.jsonl")}
+        return {name: history(sweep / "runs" / name) for name in names}
+
+    def finished_and_interrupted():
+        histories = [h for h in runs().values() if h]
+        return any(h[-1]["epoch"] == 6 for h in histories) and any(1 <= h[-1]["epoch"] < 5 for h in histories)
+
+    try:
+        _wait_until(finished_and_interrupted, 300, process)
+        kill_driver(process)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    before = runs()
+    checkpoints = {name: (sweep / "runs" / name / "checkpoint.pt").read_bytes() for name, h in before.items()
+                   if h and h[-1]["epoch"] == 6}
+    interrupted = {name: h[-1]["epoch"] for name, h in before.items() if h and h[-1]["epoch"] < 6}
+    assert checkpoints and interrupted
+    # A student that trained an epoch has shared the teacher-logit cache it built.
+    [teacher] = {name.split("/", 1)[0] for name in (store / "teachers").files()}
+    teacher_dir = store / "teachers" / teacher
+    manifests = {name: (teacher_dir / name).read_bytes() for name in teacher_dir.files()
+                 if name.endswith("manifest.json")}
+    assert manifests, "the student's teacher-logit cache was not shared to the store"
+    status = run_ltkd("status", sweep.uri)
+    assert status.returncode == 0 and "not running (stopped or killed" in status.stdout, status.stderr
+
+    # Resumed from another machine: an empty scratch, everything comes from the store.
+    result = run_ltkd("resume", sweep.uri, env={**os.environ, "LTKD_SCRATCH": str(tmp_path / "node2")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "teachers: 1 runs, 1 already finished (reused), 0 to run" in result.stdout
+    assert {name: (teacher_dir / name).read_bytes() for name in manifests} == manifests  # downloaded, not rebuilt
+    for name, data in checkpoints.items():  # never re-run
+        assert (sweep / "runs" / name / "checkpoint.pt").read_bytes() == data
+    for name, epoch in interrupted.items():  # continued from the last checkpoint the store held
+        h = history(sweep / "runs" / name)
+        assert [m["epoch"] for m in h] == list(range(1, 7)) and h[-1]["resumed_from"] >= epoch
+    [trials] = study_trials(sweep.uri).values()
+    rows = read_final_rows(sweep.uri)
+    searched = rows[rows["stage"] == "search"].set_index("optuna_trial")
+    assert sorted(searched.index) == [0, 1, 2] and rows["trial_id"].is_unique
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    for trial in trials:
+        assert trial.value == pytest.approx(searched.loc[trial.number, "acc"])
+    assert len((sweep / "results").files()) == len(rows)
+    assert not list((tmp_path / "node2" / "runs").rglob("*.pt"))  # scratch copies are removed
+    assert not (tmp_path / "sweeps").exists()  # nothing landed in a local folder by mistake
+    report = run_ltkd("report", sweep.uri)
+    assert report.returncode == 0 and "| LTKD |" in report.stdout, report.stderr

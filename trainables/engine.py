@@ -157,9 +157,13 @@ def summarize(per_class: np.ndarray, eval_groups: torch.Tensor) -> dict[str, flo
 # ----------------------------------------------------------------------------------- teacher
 
 
-def read_teacher(config: RunConfig, data: LongTailedData) -> tuple[dict, dict]:
-    """The teacher's checkpoint payload and config, after checking it was trained for this data."""
-    payload = load_checkpoint(config.teacher, what="teacher checkpoint")
+def read_teacher(config: RunConfig, data: LongTailedData, files: str | Path | None = None) -> tuple[dict, dict]:
+    """The teacher's checkpoint payload and config, after checking it was trained for this data.
+
+    files: where the teacher's run folder is on this machine, when `config.teacher` names it
+    elsewhere (a copy fetched from an object store); default `config.teacher`.
+    """
+    payload = load_checkpoint(files or config.teacher, what="teacher checkpoint")
     teacher_config = payload["config"]
     problems = []
     if teacher_config["dataset"] != config.dataset:
@@ -238,14 +242,13 @@ def _device_budget(device: torch.device, fraction: float | None) -> int | None:
     return max(0, int(allowed // 4))
 
 
-def _open_teacher_cache(mode: str, dtype: str, root: str | Path | None, config: RunConfig, payload: dict,
+def _open_teacher_cache(mode: str, dtype: str, root: str | Path, config: RunConfig, payload: dict,
                         data: LongTailedData, batches: TensorBatches, test_batches: TensorBatches,
                         normalization: Normalization, eval_groups: torch.Tensor, device: torch.device,
                         channels_last: bool, remaining_epochs: int, memory_fraction: float | None,
                         log: Callable[[str], None]) -> tcache.TeacherLogits | None:
     """The opened cache, building it when asked ("on") or when worth it ("auto"); None = run the teacher."""
     key = teacher_cache_key(payload, data, batches, normalization, eval_groups, dtype)
-    root = Path(root) if root is not None else checkpoint_path(config.teacher).parent / tcache.CACHE_DIR_NAME
     folder = tcache.cache_folder(root, key)
     n_views = batches.n_views
     # "auto" builds when the run itself pays for it (a build costs n_views teacher epochs, the run
@@ -369,7 +372,7 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
 def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None = None,
         log: Callable[[str], None] | None = print, *, teacher_cache: str | None = None,
         teacher_cache_dtype: str = "float32", teacher_cache_dir: str | Path | None = None,
-        cuda_memory_fraction: float | None = None) -> RunResult:
+        cuda_memory_fraction: float | None = None, teacher_path: str | Path | None = None) -> RunResult:
     """Train one run into `run_dir`, resuming from its checkpoint when it holds the same run.
 
     `callback(metrics, checkpoint_path)` is called after every epoch, once the epoch's
@@ -385,6 +388,8 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         "float16" (half the size; logits rounded to a relative 2^-11 ~ 4.9e-4).
     teacher_cache_dir: root of the caches (default: `logit_cache/` beside the teacher's checkpoint,
         i.e. on the sweep's shared storage).
+    teacher_path: the teacher's run folder on this machine when `config.teacher` names it on an
+        object store (the trainable fetches a copy); default `config.teacher`.
     cuda_memory_fraction: cap this process's CUDA memory at this share of the GPU
         (`cap_cuda_memory`), for several trials per GPU.
     None of these change what a run computes beyond float tolerance: they are not part of its identity.
@@ -440,7 +445,7 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
     # then only loaded (after the checks below) if the cache is not used.
     cacheable = method.kind == "logit" and isinstance(train_batches, TensorBatches) and teacher_cache != "off"
     if method.needs_teacher:
-        teacher_payload, teacher_config = read_teacher(config, data)
+        teacher_payload, teacher_config = read_teacher(config, data, teacher_path)
         if not cacheable:
             teacher = teacher_model(teacher_payload, num_classes, device, channels_last)
     image_shape = (3, data.spec.image_size, data.spec.image_size)
@@ -482,7 +487,9 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
 
     logits_cache = None
     if method.needs_teacher and cacheable:
-        logits_cache = _open_teacher_cache(teacher_cache, teacher_cache_dtype, teacher_cache_dir, config,
+        cache_root = teacher_cache_dir if teacher_cache_dir is not None else \
+            checkpoint_path(teacher_path or config.teacher).parent / tcache.CACHE_DIR_NAME
+        logits_cache = _open_teacher_cache(teacher_cache, teacher_cache_dtype, cache_root, config,
                                            teacher_payload, data, train_batches, test_batches, normalization,
                                            eval_groups, device, channels_last, config.epochs - start_epoch,
                                            cuda_memory_fraction, log)
@@ -577,9 +584,12 @@ def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_NAME
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return parse_metrics(path.read_text()) if path.exists() else []
+
+
+def parse_metrics(text: str) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a metrics.jsonl text."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def is_finite_number(value: Any) -> bool:

@@ -2,25 +2,34 @@
 
 A trial's config carries a complete RunConfig (as a dict) and the run folder on the sweep's
 storage. The engine checkpoints into that folder every epoch, so a retried or resumed trial
-continues from its last epoch; a finished run is never trained again. Only `ray.tune.report`
-is used here (SPEC section 7: any `ray.train.*` call fails the trial under Train V2).
+continues from its last epoch; a finished run is never trained again. On an object store the
+run trains in a scratch copy that is pushed back after every epoch (trainables/storage.py), and
+a student reads a fetched copy of its teacher (with the teacher's logit cache, which it shares
+back when it built one). Only `ray.tune.report` is used here (SPEC section 7: any `ray.train.*`
+call fails the trial under Train V2).
 """
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any
+
+from trainables.storage import LocalCopy, Location, local_folder
 
 # Scalar metrics reported to Tune each epoch (lists stay in the run folder and the Parquet store).
 REPORTED = ("epoch", "epochs", "acc", "acc_head", "acc_medium", "acc_tail", "train_loss", "lr", "epoch_seconds")
 
 
-def _record(trial: dict[str, Any], history: list[dict], status: str, started: float, error: str | None = None):
+def _record(trial: dict[str, Any], run_folder: Path, history: list[dict], status: str, started: float,
+            error: str | None = None):
     from results.store import TrialRecord, code_version
     from trainables.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        class_counts = load_checkpoint(trial["run_dir"]).get("class_counts")
+        class_counts = load_checkpoint(run_folder).get("class_counts")
     except CheckpointError:
         class_counts = None
     device = history[-1]["device"] if history else ""
@@ -32,40 +41,87 @@ def _record(trial: dict[str, Any], history: list[dict], status: str, started: fl
     )
 
 
-def trial_record(trial: dict[str, Any], status: str, started: float, error: str | None = None):
+def trial_record(trial: dict[str, Any], status: str, started: float, error: str | None = None,
+                 run_folder: Path | None = None):
     """The results record of a trial from what its run folder holds (used by the driver too)."""
-    from trainables.engine import read_metrics
+    from trainables.checkpoint import CHECKPOINT_NAME
+    from trainables.engine import METRICS_NAME, read_metrics
 
-    return _record(trial, read_metrics(trial["run_dir"]), status, started, error)
+    if run_folder is None:
+        location = Location.parse(trial["run_dir"])
+        if location.remote:
+            with tempfile.TemporaryDirectory(prefix="ltkd-record-") as copy:
+                location.fetch(Path(copy), keep=lambda name: name in (METRICS_NAME, CHECKPOINT_NAME))
+                return trial_record(trial, status, started, error, run_folder=Path(copy))
+        run_folder = location.local_path
+    return _record(trial, run_folder, read_metrics(run_folder), status, started, error)
+
+
+def _teacher_files(trial: dict[str, Any]) -> Path | None:
+    """A student's teacher on this machine: None (read it where the config says) or a fetched copy."""
+    teacher = trial.get("teacher_dir")
+    if not teacher or not Location.parse(teacher).remote:
+        return None
+    # Build locks and half-written files are local matters of the node that made them.
+    return local_folder(Location.parse(teacher), keep=lambda name: not name.endswith((".lock", ".tmp", ".part")))
+
+
+def _share_teacher_caches(trial: dict[str, Any], teacher_files: Path | None) -> None:
+    """Push logit caches this node built to the store, so other nodes download instead of rebuilding."""
+    from trainables.teacher_cache import CACHE_DIR_NAME, MANIFEST_NAME
+
+    if teacher_files is None or not (teacher_files / CACHE_DIR_NAME).is_dir():
+        return
+    store = Location.parse(trial["teacher_dir"]) / CACHE_DIR_NAME
+    for manifest in sorted((teacher_files / CACHE_DIR_NAME).glob(f"*/{MANIFEST_NAME}")):
+        folder = store / manifest.parent.name
+        text = manifest.read_text()
+        if (folder / MANIFEST_NAME).read_text() == text:
+            continue
+        data_file = json.loads(text)["data_file"]
+        folder.push(manifest.parent, [data_file, MANIFEST_NAME])  # the data first: a manifest never points at nothing
+        folder.delete_remote_files(name for name in folder.files()
+                                   if name.startswith("logits-") and name != data_file)
 
 
 def run_trial(trial: dict[str, Any]) -> None:
-    """Function trainable: trial = {"run": RunConfig dict, "run_dir": str, "sweep_dir": str, ...}."""
+    """Function trainable: trial = {"run": RunConfig dict, "run_dir": location, "sweep_dir": location, ...}."""
     import torch
     from ray import tune
 
     from results.store import write_trial
     from trainables.config import RunConfig
-    from trainables.engine import fit
+    from trainables.engine import CONFIG_NAME, METRICS_NAME, fit
+    from trainables.checkpoint import CHECKPOINT_NAME
 
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     config = RunConfig.from_dict(trial["run"])
     started = time.time()
     reported = []
+    with LocalCopy(Location.parse(trial["run_dir"])) as run:
 
-    def on_epoch(metrics: dict[str, Any], checkpoint_path) -> None:
-        reported.append(metrics["epoch"])
-        tune.report({name: metrics[name] for name in REPORTED})
+        teacher_files = None
 
-    try:
-        gpus = float(trial.get("gpus", 0))
-        # A fraction of a GPU is only a scheduling label to Ray: cap this trial's memory to its share.
-        memory_share = gpus * 0.95 if 0 < gpus < 1 else None
-        result = fit(config, trial["run_dir"], callback=on_epoch, log=None, cuda_memory_fraction=memory_share)
-    except Exception as exc:
-        write_trial(trial["sweep_dir"], trial_record(trial, "errored", started, f"{type(exc).__name__}: {exc}"))
-        traceback.print_exc()
-        raise
-    if not reported:  # already finished earlier (resumed sweep): report its final epoch once
-        tune.report({name: result.metrics[name] for name in REPORTED})
-    write_trial(trial["sweep_dir"], _record(trial, result.history, "completed", started))
+        def on_epoch(metrics: dict[str, Any], checkpoint_path) -> None:
+            if not reported:  # a cache this trial built is shared as soon as it is used, not hours later
+                _share_teacher_caches(trial, teacher_files)
+            # The checkpoint first: a resumed run rebuilds its metrics from the checkpoint's history.
+            run.sync([CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME])
+            reported.append(metrics["epoch"])
+            tune.report({name: metrics[name] for name in REPORTED})
+
+        try:
+            gpus = float(trial.get("gpus", 0))
+            # A fraction of a GPU is only a scheduling label to Ray: cap this trial's memory to its share.
+            memory_share = gpus * 0.95 if 0 < gpus < 1 else None
+            teacher_files = _teacher_files(trial)
+            result = fit(config, run.path, callback=on_epoch, log=None, cuda_memory_fraction=memory_share,
+                         teacher_path=teacher_files)
+        except Exception as exc:
+            record = trial_record(trial, "errored", started, f"{type(exc).__name__}: {exc}", run_folder=run.path)
+            write_trial(trial["sweep_dir"], record)
+            traceback.print_exc()
+            raise
+        if not reported:  # already finished earlier (resumed sweep): report its final epoch once
+            tune.report({name: result.metrics[name] for name in REPORTED})
+        write_trial(trial["sweep_dir"], _record(trial, run.path, result.history, "completed", started))

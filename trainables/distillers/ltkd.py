@@ -40,7 +40,6 @@ one over its group), so no within-group log-softmax of the student is materialis
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch

@@ -1,0 +1,150 @@
+"""Sweep storage: local folders and object stores (an S3 server on localhost), files, mirrors, the journal."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from trainables.errors import UserError
+from trainables.storage import LocalCopy, Location, StorageError, local_folder
+
+
+def test_locations_name_paths_and_keep_uri_options(tmp_path):
+    local = Location.parse(tmp_path / "store")
+    assert not local.remote and local.local_path == (tmp_path / "store").resolve()
+    assert Location.parse(f"file://{tmp_path}/store") == local
+    assert (local / "name" / "runs").parent == local / "name"
+
+    remote = Location.parse("s3://bucket/sweeps/?endpoint_override=127.0.0.1:9000&scheme=http")
+    assert remote.remote and str(remote) == "s3://bucket/sweeps"
+    child = remote / "tiny" / "runs"
+    assert child.uri == "s3://bucket/sweeps/tiny/runs?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert child.parent.parent == remote and child.name == "runs"
+    assert Location.parse(child.uri) == child  # what goes into trial configs comes back the same
+    assert remote.parent.parent == Location.parse("s3://bucket?endpoint_override=127.0.0.1:9000&scheme=http")
+    with pytest.raises(StorageError, match="carries credentials; pass them in the environment"):
+        Location.parse("s3://KEY:SECRET@bucket/sweeps")
+    with pytest.raises(StorageError, match="cannot be opened: Unrecognized filesystem"):
+        Location.parse("nosuchfs://bucket/x").exists()
+    with pytest.raises(StorageError, match="on an object store"):
+        remote.local_path
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_small_files_are_read_written_and_deleted_in_place(kind, tmp_path, request):
+    base = Location.parse(tmp_path) if kind == "local" else Location.parse(request.getfixturevalue("s3_storage"))
+    note = base / "sweep" / "note.json"
+    assert note.read_text() is None and not note.exists()
+    note.write_text('{"a": 1}')
+    assert note.read_text() == '{"a": 1}' and note.exists()
+    assert (base / "sweep").is_dir() and not note.is_dir()
+    note.write_text("replaced")
+    assert note.read_text() == "replaced"
+    note.delete()
+    note.delete()  # deleting what is gone is fine
+    assert note.read_text() is None
+
+
+def test_push_then_fetch_copies_a_run_folder_and_skips_what_is_current(s3_storage, tmp_path):
+    source = tmp_path / "source"
+    (source / "logit_cache" / "x").mkdir(parents=True)
+    (source / "checkpoint.pt").write_bytes(os.urandom(3000))
+    (source / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (source / "logit_cache" / "x" / "manifest.json").write_text("{}")
+    remote = Location.parse(s3_storage) / "runs" / "one"
+    remote.push(source, ["checkpoint.pt", "metrics.jsonl", "logit_cache/x/manifest.json", "missing.bin"])
+    assert sorted(remote.files()) == ["checkpoint.pt", "logit_cache/x/manifest.json", "metrics.jsonl"]
+
+    copy = tmp_path / "copy"
+    assert sorted(remote.fetch(copy)) == ["checkpoint.pt", "logit_cache/x/manifest.json", "metrics.jsonl"]
+    for name in ("checkpoint.pt", "metrics.jsonl", "logit_cache/x/manifest.json"):
+        assert (copy / name).read_bytes() == (source / name).read_bytes()
+    assert remote.fetch(copy) == []  # same size and time: already there
+    time.sleep(1.1)  # object stores keep whole-second times
+    (source / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    remote.push(source, ["metrics.jsonl"])
+    assert remote.fetch(copy, keep=lambda name: not name.startswith("logit_cache")) == ["metrics.jsonl"]
+    assert (copy / "metrics.jsonl").read_text().count("epoch") == 2
+    assert not list(copy.rglob(".*"))  # no partial downloads left behind
+    remote.delete_remote_files(["checkpoint.pt"])
+    assert "checkpoint.pt" not in remote.files()
+
+
+def test_a_local_copy_trains_in_scratch_pushes_on_sync_and_cleans_up(s3_storage, tmp_path, monkeypatch):
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "scratch"))
+    remote = Location.parse(s3_storage) / "runs" / "two"
+    with LocalCopy(remote) as run:
+        assert run.path.is_relative_to(tmp_path / "scratch")
+        run.path.mkdir(parents=True)
+        (run.path / "checkpoint.pt").write_bytes(b"epoch 1")
+        run.sync(["checkpoint.pt"])
+    assert (remote / "checkpoint.pt").read_bytes() == b"epoch 1"
+    assert not any((tmp_path / "scratch").rglob("checkpoint.pt"))  # scratch holds only runs in progress
+    killed = remote.scratch("runs") / "999999999-deadbeef"  # a copy whose process was killed
+    killed.mkdir(parents=True)
+    live = remote.scratch("runs") / f"{os.getpid()}-livecopy"  # another live trial of the same run
+    live.mkdir()
+    with LocalCopy(remote) as again:  # a retry (on any node) starts from what the store holds
+        assert (again.path / "checkpoint.pt").read_bytes() == b"epoch 1"
+        assert not killed.exists() and live.exists()
+    mirror = local_folder(remote)
+    assert (mirror / "checkpoint.pt").read_bytes() == b"epoch 1"
+
+    posix = Location.parse(tmp_path / "posix" / "run")
+    with LocalCopy(posix) as run:  # a shared folder is trained in place
+        assert run.path == posix.local_path
+        run.sync(["anything"])
+    assert local_folder(posix) == posix.local_path
+
+
+def test_an_optuna_journal_on_an_object_store_survives_its_driver(s3_storage, tmp_path, monkeypatch):
+    import optuna
+
+    from orchestrator.studies import open_storage
+
+    journal = Location.parse(s3_storage) / "tiny" / "optuna.journal"
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "first-node"))
+    study = optuna.create_study(storage=open_storage(journal), study_name="cell", direction="maximize")
+    for value in (0.25, 0.75):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr("hparams", {"x": trial.params["x"]})
+        study.tell(trial, value)
+    running = study.ask()
+    # Another machine (its scratch empty) opens the study from the store alone.
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "second-node"))
+    reopened = optuna.load_study(storage=open_storage(journal), study_name="cell")
+    assert [t.value for t in reopened.trials[:2]] == [0.25, 0.75]
+    assert reopened.trials[2].state.name == "RUNNING" and reopened.trials[2].number == running.number
+    assert reopened.trials[0].user_attrs["hparams"] == {"x": reopened.trials[0].params["x"]}
+    reopened.tell(running.number, 0.5)
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "third-node"))
+    assert [t.value for t in optuna.load_study(storage=open_storage(journal), study_name="cell").trials] == \
+        [0.25, 0.75, 0.5]
+
+
+def test_results_are_written_to_and_read_from_an_object_store(s3_storage):
+    from results.store import TrialRecord, read_results, write_trial
+
+    sweep = Location.parse(s3_storage) / "tiny"
+    record = TrialRecord(sweep="tiny", trial_id="teacher/t0", stage="teacher", cell="digits/if10/resnet8",
+                         config={"dataset": "digits", "imbalance_factor": 10.0, "arch": "resnet8", "method": "ce",
+                                 "role": "teacher", "seed": 0, "epochs": 1, "hparams": {}},
+                         history=[{"epoch": 1, "acc": 50.0, "acc_head": 60.0, "acc_medium": 50.0, "acc_tail": 40.0}],
+                         status="completed", wall_seconds=1.0, device="cpu", code_version="test")
+    path = write_trial(sweep.uri, record)
+    assert path.startswith(str(sweep)) and "?" not in path
+    write_trial(sweep.uri, record)  # idempotent: still one file
+    assert len((sweep / "results").files()) == 1
+    frame = read_results([sweep.uri])
+    assert list(frame["trial_id"].unique()) == ["teacher/t0"]
+
+
+def test_unreachable_object_store_is_one_clear_error(s3_endpoint):
+    from orchestrator.sweep import _check_writable
+
+    with pytest.raises(UserError) as error:
+        _check_writable(Location.parse("s3://bucket/sweeps?endpoint_override=127.0.0.1:1&scheme=http"))
+    message = str(error.value)
+    assert message.startswith("storage s3://bucket/sweeps cannot be written (") and "\n" not in message

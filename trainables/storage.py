@@ -1,0 +1,356 @@
+"""Where a sweep's files live: a folder every node reaches (local disk, NFS) or an object store.
+
+A `Location` names a file or folder on the sweep's storage. On a POSIX folder it is a plain path.
+On an object store (s3://, gs://, abfs://, hdfs://: any URI pyarrow's `FileSystem.from_uri`
+understands, query options such as `?endpoint_override=host:9000&scheme=http` included) runs
+cannot train in place: training writes memory-mapped caches and checkpoints through ordinary
+files. So a trial fetches its run folder (and its teacher's) into a local scratch folder, trains
+there, and pushes its checkpoint and metrics back after every epoch. The store stays the one
+truth: a trial retried on another node fetches the last pushed epoch and continues from it.
+
+Small files (sweep.json, the driver lock, metrics) are read and written on the store directly.
+Credentials come from the environment (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, ...),
+never from the URI: the URI is written into sweep.json and every trial's config.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from trainables.errors import UserError
+
+SCRATCH_ENV = "LTKD_SCRATCH"
+# Stores whose "move" is a copy: an upload there is already all-or-nothing, so write the final key.
+OBJECT_STORE_TYPES = ("s3", "gcs", "abfs")
+_ARROW_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+
+class StorageError(UserError):
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message  # the store's own words, for callers that add their own context
+
+
+def scratch_root() -> Path:
+    """This machine's scratch folder for object-store runs (LTKD_SCRATCH, else the temp folder)."""
+    root = os.environ.get(SCRATCH_ENV) or os.path.join(tempfile.gettempdir(), f"ltkd-scratch-{os.getuid()}")
+    return Path(root).expanduser()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _filesystem(scheme: str, netloc: str, query: str) -> tuple[pafs.FileSystem, bool]:
+    """(filesystem, whether its paths start with the URI's netloc), one per store: opening one may
+    cost a round trip (S3 looks up the bucket's region)."""
+    uri = f"{scheme}://{netloc}/" + (f"?{query}" if query else "")
+    try:
+        fs, inner = pafs.FileSystem.from_uri(uri)
+    except _ARROW_ERRORS as exc:
+        raise StorageError(f"storage '{uri}' cannot be opened: {_first_line(exc)}") from None
+    # s3://bucket/key -> "bucket/key"; hdfs://host:port/path -> "/path".
+    return fs, bool(netloc) and inner.lstrip("/").startswith(netloc)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A file or folder on a sweep's storage: a local path, or `scheme://...` plus the URI's query options."""
+
+    path: str  # absolute local path, or scheme://netloc/path without the query
+    query: str = ""
+
+    @staticmethod
+    def parse(text: str | Path) -> "Location":
+        text = str(text)
+        if text.startswith("file://"):
+            text = text[len("file://"):]
+        if "://" not in text:
+            return Location(str(Path(text).expanduser().resolve()))
+        parts = urlsplit(text)
+        if not parts.scheme or not (parts.netloc or parts.path):
+            raise StorageError(f"storage '{text}' is not a URI (e.g. s3://bucket/sweeps)")
+        if "@" in parts.netloc:
+            raise StorageError(f"storage '{parts.scheme}://...@{parts.netloc.split('@', 1)[1]}' carries credentials; "
+                               "pass them in the environment instead (they would be written into sweep.json)")
+        path = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+        return Location(path, parts.query)
+
+    # -------------------------------------------------------------- names
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.path
+
+    @property
+    def uri(self) -> str:
+        """What pyarrow (and `Location.parse`) opens: the path with its query options."""
+        return self.path + (f"?{self.query}" if self.query else "")
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __truediv__(self, part: str | Path) -> "Location":
+        part = str(part).strip("/")
+        return Location(f"{self.path.rstrip('/')}/{part}" if part else self.path, self.query)
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> "Location":
+        head = self.path.rstrip("/").rsplit("/", 1)[0]
+        if self.remote and "://" not in head:  # already the store's root
+            return self
+        return Location(head or "/", self.query)
+
+    @property
+    def local_path(self) -> Path:
+        """The path of a location on a POSIX storage."""
+        if self.remote:
+            raise StorageError(f"{self} is on an object store, not a local folder")
+        return Path(self.path)
+
+    def scratch(self, kind: str) -> Path:
+        """This machine's scratch folder for a remote location (stable per location)."""
+        digest = hashlib.sha1(self.path.encode()).hexdigest()[:16]
+        return scratch_root() / kind / f"{self.name[:60]}-{digest}"
+
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """(pyarrow filesystem, path inside it) of a remote location."""
+        parts = urlsplit(self.uri)
+        fs, with_netloc = _filesystem(parts.scheme, parts.netloc, parts.query)
+        inner = f"{parts.netloc}{parts.path}" if with_netloc else (parts.path or "/")
+        return fs, inner.rstrip("/")
+
+    def _call(self, action: str, fn: Callable):
+        try:
+            return fn()
+        except _ARROW_ERRORS as exc:
+            raise StorageError(f"cannot {action} {self}: {_first_line(exc)}", _first_line(exc)) from None
+
+    # -------------------------------------------------------------- small files, read and written in place
+
+    def exists(self) -> bool:
+        if not self.remote:
+            return Path(self.path).exists()
+        fs, inner = self.filesystem()
+        return self._call("read", lambda: fs.get_file_info(inner).type != pafs.FileType.NotFound)
+
+    def is_dir(self) -> bool:
+        if not self.remote:
+            return Path(self.path).is_dir()
+        fs, inner = self.filesystem()
+        return self._call("read", lambda: fs.get_file_info(inner).type == pafs.FileType.Directory)
+
+    def read_bytes(self) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        if not self.remote:
+            path = Path(self.path)
+            return path.read_bytes() if path.is_file() else None
+        fs, inner = self.filesystem()
+
+        def read():
+            if fs.get_file_info(inner).type != pafs.FileType.File:
+                return None
+            with fs.open_input_stream(inner) as source:
+                return source.read()
+        return self._call("read", read)
+
+    def read_text(self) -> str | None:
+        data = self.read_bytes()
+        return None if data is None else data.decode("utf-8")
+
+    def write_bytes(self, data: bytes) -> None:
+        """Replace the file all at once: readers see the old or the new bytes, never a mix."""
+        if not self.remote:
+            path = Path(self.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return
+        fs, inner = self.filesystem()
+        self._call("write", lambda: publish(fs, inner, lambda sink: sink.write(data)))
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
+
+    def delete(self) -> None:
+        """Remove the file if it exists."""
+        if not self.remote:
+            Path(self.path).unlink(missing_ok=True)
+            return
+        fs, inner = self.filesystem()
+
+        def delete():
+            if fs.get_file_info(inner).type == pafs.FileType.File:
+                fs.delete_file(inner)
+        self._call("delete", delete)
+
+    # -------------------------------------------------------------- mirroring whole run folders (object stores)
+
+    def files(self) -> dict[str, pafs.FileInfo]:
+        """The files under a remote folder, by path relative to it."""
+        fs, inner = self.filesystem()
+        infos = self._call("list", lambda: fs.get_file_info(pafs.FileSelector(inner, recursive=True,
+                                                                              allow_not_found=True)))
+        return {info.path[len(inner):].lstrip("/"): info for info in infos if info.type == pafs.FileType.File}
+
+    def fetch(self, dest: Path, keep: Callable[[str], bool] = lambda name: True) -> list[str]:
+        """Copy a remote folder's files (those `keep` accepts) into `dest`; returns what was downloaded.
+
+        A local file with the remote one's size and modification time is already that file and
+        is skipped. Each file appears whole (downloaded beside it, then renamed).
+        """
+        fs, _ = self.filesystem()
+        dest = Path(dest)
+        fetched = []
+        for name, info in sorted(self.files().items()):
+            if not keep(name) or name.rsplit("/", 1)[-1].startswith("."):
+                continue
+            target = dest / name
+            if _same_file(target, info):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+            try:
+                with fs.open_input_stream(info.path) as source, open(tmp, "wb") as sink:
+                    while chunk := source.read(1 << 24):
+                        sink.write(chunk)
+                if info.mtime is not None:
+                    stamp = info.mtime.timestamp()
+                    os.utime(tmp, (stamp, stamp))
+                os.replace(tmp, target)
+            except _ARROW_ERRORS as exc:
+                raise StorageError(f"cannot download {self / name}: {_first_line(exc)}") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            fetched.append(name)
+        return fetched
+
+    def push(self, source: Path, names: Iterable[str]) -> None:
+        """Upload files of a local folder to this remote folder, in the given order."""
+        fs, inner = self.filesystem()
+        for name in names:
+            local = Path(source) / name
+            if not local.is_file():
+                continue
+
+            def copy(sink, local=local):
+                with open(local, "rb") as f:
+                    while chunk := f.read(1 << 24):
+                        sink.write(chunk)
+            self._call("upload to", lambda: publish(fs, f"{inner}/{name}", copy))
+
+    def delete_remote_files(self, names: Iterable[str]) -> None:
+        fs, inner = self.filesystem()
+        for name in names:
+            self._call("delete", lambda: fs.delete_file(f"{inner}/{name}"))
+
+
+def _same_file(local: Path, info: pafs.FileInfo) -> bool:
+    try:
+        stat = local.stat()
+    except OSError:
+        return False
+    same_time = info.mtime is None or int(stat.st_mtime) == int(info.mtime.timestamp())
+    return stat.st_size == info.size and same_time
+
+
+def publish(fs: pafs.FileSystem, path: str, write: Callable) -> None:
+    """Write a file so that readers see all of it or none: objects publish on completion; elsewhere write then rename."""
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    if fs.type_name in OBJECT_STORE_TYPES:
+        with fs.open_output_stream(path) as sink:
+            write(sink)
+        return
+    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open_output_stream(tmp) as sink:
+            write(sink)
+        fs.move(tmp, path)  # rename(2) on local disks and HDFS: atomic, replaces an existing file
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except Exception:
+            pass
+        raise
+
+
+class LocalCopy:
+    """A run folder to train in: the folder itself on POSIX storage, a fresh scratch copy on an object store.
+
+    `sync(names)` pushes files back to the store (nothing to do on POSIX storage); leaving the
+    `with` block removes the scratch copy, so scratch holds only runs in progress. A copy left by
+    a killed process is removed when its run next starts on this machine.
+    """
+
+    def __init__(self, location: Location):
+        self.location = location
+        if location.remote:
+            self.path = location.scratch("runs") / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        else:
+            self.path = location.local_path
+
+    def __enter__(self) -> "LocalCopy":
+        if self.location.remote:
+            _remove_dead_attempts(self.path.parent)
+            self.location.fetch(self.path)
+        return self
+
+    def sync(self, names: Iterable[str]) -> None:
+        if self.location.remote:
+            self.location.push(self.path, names)
+
+    def __exit__(self, *exc) -> None:
+        if self.location.remote:
+            shutil.rmtree(self.path, ignore_errors=True)
+            try:
+                self.path.parent.rmdir()
+            except OSError:
+                pass
+
+
+def _remove_dead_attempts(folder: Path) -> None:
+    """Scratch copies of a run whose process is gone (two live trials may share a run: keep theirs)."""
+    from trainables.teacher_cache import _pid_alive
+
+    for attempt in folder.glob("*-*") if folder.is_dir() else []:
+        pid = attempt.name.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(attempt, ignore_errors=True)
+
+
+def local_folder(location: Location, keep: Callable[[str], bool] = lambda name: True) -> Path:
+    """A folder's files on this machine, for reading: the folder itself, or its scratch mirror brought up to date."""
+    if not location.remote:
+        return location.local_path
+    mirror = location.scratch("mirror")
+    location.fetch(mirror, keep)
+    return mirror
+
+
+def walk_files(folder: Path) -> Iterator[str]:
+    """Relative names of the files under a local folder."""
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            yield path.relative_to(folder).as_posix()

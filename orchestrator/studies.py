@@ -8,7 +8,9 @@ was interrupted is launched again with the same hyperparameters and resumes from
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,6 +28,7 @@ from trainables.storage import Location
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 HPARAMS_ATTR = "hparams"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_INTERMEDIATE_VALUE = 7  # optuna's JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE (a per-epoch report)
 
 
 def _journal_file(path: Path):
@@ -36,15 +39,23 @@ def _journal_file(path: Path):
 
 
 class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
-    """A journal on an object store: kept in a local file, and the whole file pushed after every append.
+    """A journal on an object store: kept in a local file, and the whole file pushed to the store.
 
     Only the sweep's driver writes it (one driver per sweep), so the store's copy is the truth:
     opening replaces the local file with it. An append whose push did not finish never reached a
     trial (a trial is launched only after its hyperparameters are written), so losing it is harmless.
+
+    Every append that changes a study or a trial (a new trial, its hyperparameters, its final
+    value) is pushed at once. Appends holding only per-epoch intermediate values are pushed at
+    most every `intermediate_push_seconds`: a long search reports every epoch of every trial, and
+    pushing the whole file each time would upload it tens of thousands of times. The next push
+    (at the latest when the trial is told its value) carries them, so only a killed driver can
+    lose the last few of them; the Parquet results keep every epoch regardless.
     """
 
-    def __init__(self, remote: Location):
+    def __init__(self, remote: Location, intermediate_push_seconds: float = 30.0):
         self.remote = remote
+        self.intermediate_push_seconds = intermediate_push_seconds
         self.local = remote.scratch("driver") / remote.name
         self.local.parent.mkdir(parents=True, exist_ok=True)
         data = remote.read_bytes()
@@ -53,13 +64,32 @@ class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
         else:
             Location.parse(self.local).write_bytes(data)
         self.backend = _journal_file(self.local)
+        self.pending = False  # appended locally, not yet pushed
+        self.pushed_at = time.monotonic()
+        atexit.register(self._flush_at_exit)
 
     def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
         return self.backend.read_logs(log_number_from)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         self.backend.append_logs(logs)
-        self.remote.write_bytes(self.local.read_bytes())
+        self.pending = True
+        only_intermediate = all(log.get("op_code") == _INTERMEDIATE_VALUE for log in logs)
+        if not only_intermediate or time.monotonic() - self.pushed_at >= self.intermediate_push_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Push the local journal to the store if it holds appends the store lacks."""
+        if self.pending:
+            self.remote.write_bytes(self.local.read_bytes())
+            self.pending = False
+            self.pushed_at = time.monotonic()
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # the store is gone: nothing more can be saved at exit
+            pass
 
 
 def open_storage(journal: Location) -> optuna.storages.BaseStorage:

@@ -93,6 +93,25 @@ def test_resume_continues_exactly(teacher_dir, tmp_path):
     assert strip(again.history) == strip(straight.history)
 
 
+def test_a_run_killed_after_its_last_checkpoint_gets_its_metrics_back(teacher_dir, tmp_path):
+    """Killed between the final checkpoint and its metrics line: the next start rebuilds metrics.jsonl."""
+    from orchestrator.studies import run_outcome
+    from trainables.storage import Location
+
+    run_dir = tmp_path / "run"
+    config = RunConfig(**QUICK, role="student", method="kd", epochs=2, teacher=str(teacher_dir))
+    fit(config, run_dir, log=None)
+    metrics = run_dir / "metrics.jsonl"
+    full = metrics.read_text()
+    metrics.write_text(full.splitlines(keepends=True)[0])  # the last epoch's line never landed
+    assert run_outcome(Location.parse(run_dir), 2) is None  # a sweep sees an unfinished run ...
+    checkpoint = (run_dir / CHECKPOINT_NAME).read_bytes()
+    fit(config, run_dir, log=None)
+    assert (run_dir / CHECKPOINT_NAME).read_bytes() == checkpoint  # ... which is not trained again
+    assert metrics.read_text() == full  # and whose metrics come back from the checkpoint's history
+    assert run_outcome(Location.parse(run_dir), 2)["epoch"] == 2
+
+
 # ------------------------------------------------------------------------------- bad input
 
 

@@ -53,9 +53,12 @@ def test_push_then_fetch_copies_a_run_folder_and_skips_what_is_current(s3_storag
     (source / "checkpoint.pt").write_bytes(os.urandom(3000))
     (source / "metrics.jsonl").write_text('{"epoch": 1}\n')
     (source / "logit_cache" / "x" / "manifest.json").write_text("{}")
+    for name in ("checkpoint.pt", "metrics.jsonl", "logit_cache/x/manifest.json"):
+        os.utime(source / name, (1e9, 1e9))  # written long before the upload
     remote = Location.parse(s3_storage) / "runs" / "one"
     remote.push(source, ["checkpoint.pt", "metrics.jsonl", "logit_cache/x/manifest.json", "missing.bin"])
     assert sorted(remote.files()) == ["checkpoint.pt", "logit_cache/x/manifest.json", "metrics.jsonl"]
+    assert remote.fetch(source) == []  # what a node pushed is current there: never downloaded back
 
     copy = tmp_path / "copy"
     assert sorted(remote.fetch(copy)) == ["checkpoint.pt", "logit_cache/x/manifest.json", "metrics.jsonl"]
@@ -122,6 +125,42 @@ def test_an_optuna_journal_on_an_object_store_survives_its_driver(s3_storage, tm
     monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "third-node"))
     assert [t.value for t in optuna.load_study(storage=open_storage(journal), study_name="cell").trials] == \
         [0.25, 0.75, 0.5]
+
+
+def test_the_journal_pushes_state_changes_at_once_and_batches_per_epoch_values(s3_storage, tmp_path, monkeypatch):
+    import optuna
+    from optuna.storages.journal._storage import JournalOperation
+
+    from orchestrator.studies import _INTERMEDIATE_VALUE, MirroredJournal
+
+    assert _INTERMEDIATE_VALUE == JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "driver"))
+    journal = Location.parse(s3_storage) / "tiny" / "optuna.journal"
+    backend = MirroredJournal(journal, intermediate_push_seconds=3600)
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(backend), study_name="cell")
+    trial = study.ask()
+
+    readers = iter(range(100))
+
+    def trials_on_store():
+        """What another machine (its scratch empty) reads from the store."""
+        monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / f"reader-{next(readers)}"))
+        storage = optuna.storages.JournalStorage(MirroredJournal(journal))
+        return optuna.load_study(study_name="cell", storage=storage).trials
+
+    assert trials_on_store()[0].state.name == "RUNNING"  # asking a trial was pushed at once
+    for epoch in range(1, 4):
+        trial.report(0.1 * epoch, epoch)
+    assert trials_on_store()[0].intermediate_values == {}  # per-epoch values wait ...
+    study.tell(trial, 0.5)
+    [told] = trials_on_store()  # ... and ride along with the next state change
+    assert told.value == 0.5 and told.intermediate_values == pytest.approx({1: 0.1, 2: 0.2, 3: 0.3})
+
+    second = study.ask()
+    second.report(0.7, 1)
+    assert trials_on_store()[1].intermediate_values == {}
+    backend.flush()  # as at the driver's exit
+    assert trials_on_store()[1].intermediate_values == {1: 0.7}
 
 
 def test_results_are_written_to_and_read_from_an_object_store(s3_storage):

@@ -479,6 +479,9 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         start_epoch = resume["epoch"]
         resumed_from = start_epoch
         if start_epoch >= config.epochs:
+            # A process killed between the last checkpoint and its metrics line left metrics.jsonl
+            # short: rebuild it, or the run would never look finished to a sweep.
+            _write_run_files(run_dir, config, history)
             log(f"{run_dir}: already finished ({start_epoch} epochs)")
             return RunResult(run_dir, history[-1] if history else {}, history)
         log(f"resuming {run_dir} from epoch {start_epoch}")

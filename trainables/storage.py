@@ -246,18 +246,27 @@ class Location:
         return fetched
 
     def push(self, source: Path, names: Iterable[str]) -> None:
-        """Upload files of a local folder to this remote folder, in the given order."""
+        """Upload files of a local folder to this remote folder, in the given order.
+
+        Each local file then takes the uploaded object's modification time, so a later `fetch`
+        into the same folder sees it as current (a node never downloads a cache it built).
+        """
         fs, inner = self.filesystem()
         for name in names:
             local = Path(source) / name
             if not local.is_file():
                 continue
 
-            def copy(sink, local=local):
-                with open(local, "rb") as f:
-                    while chunk := f.read(1 << 24):
-                        sink.write(chunk)
-            self._call("upload to", lambda: publish(fs, f"{inner}/{name}", copy))
+            def upload(local=local, target=f"{inner}/{name}"):
+                def copy(sink):
+                    with open(local, "rb") as f:
+                        while chunk := f.read(1 << 24):
+                            sink.write(chunk)
+                publish(fs, target, copy)
+                return fs.get_file_info(target).mtime
+            mtime = self._call("upload to", upload)
+            if mtime is not None:
+                os.utime(local, (mtime.timestamp(), mtime.timestamp()))
 
     def delete_remote_files(self, names: Iterable[str]) -> None:
         fs, inner = self.filesystem()

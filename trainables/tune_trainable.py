@@ -123,5 +123,6 @@ def run_trial(trial: dict[str, Any]) -> None:
             traceback.print_exc()
             raise
         if not reported:  # already finished earlier (resumed sweep): report its final epoch once
+            run.sync([CONFIG_NAME, METRICS_NAME])  # fit rebuilt them from the checkpoint, which may lead them
             tune.report({name: result.metrics[name] for name in REPORTED})
         write_trial(trial["sweep_dir"], _record(trial, run.path, result.history, "completed", started))

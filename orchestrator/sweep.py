@@ -147,11 +147,11 @@ def _alive(pid: Any) -> bool:
 # ------------------------------------------------------------------------------------ running
 
 
-def _write_record(trial: dict[str, Any], status: str) -> None:
+def _write_record(trial: dict[str, Any], status: str, started: float | None = None) -> None:
     from results.store import write_trial
     from trainables.tune_trainable import trial_record
 
-    write_trial(trial["sweep_dir"], trial_record(trial, status, time.time()))
+    write_trial(trial["sweep_dir"], trial_record(trial, status, time.time() if started is None else started))
 
 
 def _ensure_record(run: PlannedRun, config: SweepConfig) -> None:
@@ -169,9 +169,10 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, p
     from orchestrator.tune_glue import Progress
     from trainables.tune_trainable import run_trial
 
-    def on_end(trial: dict, status: str) -> None:
+    def on_end(trial: dict, status: str, started: float) -> None:
+        # A trial stopped early never returns from its last report: the driver writes its record.
         if status == "early_stopped" and trial:
-            _write_record(trial, "early_stopped")
+            _write_record(trial, "early_stopped", started)
 
     progress = Progress(stage, total, config.objective, on_trial_end=on_end)
     resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}

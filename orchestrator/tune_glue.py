@@ -52,7 +52,8 @@ class CellsSearcher(Searcher):
 class Progress(Callback):
     """A compact live view: per stage, trials done / running / errored, best value per cell, time left.
 
-    On a terminal it redraws one line; otherwise it prints a line whenever a trial ends.
+    On a terminal it redraws one line; otherwise it prints a line whenever a trial ends. A search
+    trial's line carries its cell's best value so far (over completed trials' final values).
     """
 
     def __init__(self, stage: str, total: int, objective: str, stream=None, on_trial_end=None):
@@ -81,27 +82,30 @@ class Progress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last_result[trial.trial_id] = result
-        if self.objective in result:
-            cell = self._cell(trial)
-            self.best[cell] = max(self.best.get(cell, float("-inf")), float(result[self.objective]))
         self._draw(throttle=True)
 
     def _ended(self, trial, status: str) -> None:
         self.running.discard(trial.trial_id)
-        if trial.trial_id in self.trial_started:
-            self.durations.append(time.time() - self.trial_started.pop(trial.trial_id))
+        started = self.trial_started.pop(trial.trial_id, time.time())
+        self.durations.append(time.time() - started)
         result = self.last_result.get(trial.trial_id, {})
         if status == "completed" and result.get("epoch", 0) < result.get("epochs", 0):
             status = "early_stopped"
+        cell = self._cell(trial)
+        value = float(result.get(self.objective, float("nan")))
         if status == "errored":
             self.errored += 1
         elif status == "early_stopped":
             self.stopped += 1
         else:
             self.done += 1
+            # Best as the search ranks trials: by their last epoch's value (an early epoch's peak is not a result).
+            if value == value:
+                self.best[cell] = max(self.best.get(cell, float("-inf")), value)
         if self.on_trial_end is not None:
-            self.on_trial_end(trial.config.get("trial", {}), status)
-        self._draw(event=f"{status}: {self._cell(trial)} ({self.objective} {result.get(self.objective, float('nan')):.2f})")
+            self.on_trial_end(trial.config.get("trial", {}), status, started)
+        best = f", best so far {self.best[cell]:.2f}" if self.stage == "search" and cell in self.best else ""
+        self._draw(event=f"{status}: {cell} ({self.objective} {value:.2f}{best})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ended(trial, "completed")

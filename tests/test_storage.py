@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -85,13 +86,20 @@ def test_a_local_copy_trains_in_scratch_pushes_on_sync_and_cleans_up(s3_storage,
         run.sync(["checkpoint.pt"])
     assert (remote / "checkpoint.pt").read_bytes() == b"epoch 1"
     assert not any((tmp_path / "scratch").rglob("checkpoint.pt"))  # scratch holds only runs in progress
-    killed = remote.scratch("runs") / "999999999-deadbeef"  # a copy whose process was killed
+    host = socket.gethostname()
+    killed = remote.scratch("runs") / f"999999999-deadbeef@{host}"  # a copy whose process was killed
     killed.mkdir(parents=True)
-    live = remote.scratch("runs") / f"{os.getpid()}-livecopy"  # another live trial of the same run
+    live = remote.scratch("runs") / f"{os.getpid()}-livecopy@{host}"  # another live trial of the same run
     live.mkdir()
+    # A trial of another run, stopped by Tune mid-report and never back: its copy goes too.
+    other_run = (Location.parse(s3_storage) / "runs" / "three").scratch("runs") / f"999999999-cafe@{host}"
+    other_run.mkdir(parents=True)
+    elsewhere = remote.scratch("runs") / "999999999-beef@another-node"  # not ours to judge
+    elsewhere.mkdir()
     with LocalCopy(remote) as again:  # a retry (on any node) starts from what the store holds
         assert (again.path / "checkpoint.pt").read_bytes() == b"epoch 1"
-        assert not killed.exists() and live.exists()
+        assert not killed.exists() and live.exists() and elsewhere.exists()
+        assert not other_run.parent.exists()
     mirror = local_folder(remote)
     assert (mirror / "checkpoint.pt").read_bytes() == b"epoch 1"
 

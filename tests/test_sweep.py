@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -197,6 +198,12 @@ def test_sweep_runs_all_stages_and_keeps_optuna_and_parquet_consistent(finished_
     final_ltkd = final[(final["stage"] == "final") & (final["method"] == "ltkd")].iloc[0]
     assert final_ltkd["alpha"] == pytest.approx(best.params["alpha"])
     assert int(final_ltkd["n_groups"]) == best.params["n_groups"]
+    # The progress view: each search trial's line carries its cell's best final value so far.
+    lines = re.findall(r"completed: (\S+) \(acc ([\d.]+), best so far ([\d.]+)\)", result.stdout)
+    assert len(lines) == 3
+    for i, (cell, _, best_so_far) in enumerate(lines):
+        assert float(best_so_far) == max(float(value) for c, value, _ in lines[:i + 1] if c == cell)
+    assert max(float(value) for _, value, _ in lines) == pytest.approx(max(t.value for t in study), abs=0.005)
     status = run_ltkd("status", sweep)
     assert status.returncode == 0 and "search: 3/3 trials ended (3 completed" in status.stdout
     assert "teachers: 1/1 finished" in status.stdout
@@ -211,6 +218,72 @@ def test_second_sweep_on_the_same_storage_reuses_the_teacher(finished_sweep):
     assert result.returncode == 0, result.stderr
     assert "teachers: 1 runs, 1 already finished (reused), 0 to run" in result.stdout
     assert (teacher / "checkpoint.pt").stat().st_mtime_ns == before
+
+
+def replay_asha(curves: dict[int, list[float]], grace_period: int, reduction_factor: int, max_t: int) -> dict[int, int]:
+    """The epoch each trial ends at under asynchronous successive halving, trials run one after another.
+
+    An independent reading of ASHA: rungs at grace_period * rf^k; a trial reaching a rung stops if its
+    value is below the (1 - 1/rf) quantile of the values recorded there before it (Li et al. 2020).
+    """
+    import numpy as np
+
+    rungs = {}
+    milestone = grace_period
+    while milestone <= max_t:
+        rungs[milestone] = []
+        milestone *= reduction_factor
+    ends = {}
+    for number in sorted(curves):
+        ends[number] = max_t
+        for epoch, value in enumerate(curves[number], start=1):
+            if epoch not in rungs:
+                continue
+            seen = rungs[epoch]
+            stop = bool(seen) and value < np.percentile(seen, (1 - 1 / reduction_factor) * 100)
+            seen.append(value)
+            if stop and epoch < max_t:
+                ends[number] = epoch
+                break
+    return ends
+
+
+def test_asha_stops_search_trials_early_and_every_record_agrees(finished_sweep):
+    import ray._private.utils
+
+    root, _ = finished_sweep
+    config = tiny_config(root / "store", name="asha", methods=[{"method": "ltkd", "search": {"n_trials": 6}}],
+                         scheduler={"asha": True, "grace_period": 1, "reduction_factor": 2},
+                         # every CPU to one trial: trials run one after another, so ASHA's choices can be replayed
+                         resources={"cpus_per_trial": ray._private.utils.get_num_cpus()})
+    result = run_ltkd("sweep", write_config(root / "asha.json", config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    sweep = root / "store" / "asha"
+    from results.store import read_results
+
+    frame = read_results([str(sweep)])
+    search = frame[frame["stage"] == "search"]
+    final = search[search["row_kind"] == "final"].set_index("optuna_trial").sort_index()
+    assert list(final.index) == list(range(6)), "every search trial has its record"
+    curves = {number: list(rows.sort_values("epoch")["acc"])
+              for number, rows in search[search["row_kind"] == "epoch"].groupby("optuna_trial")}
+    expected = replay_asha(curves, grace_period=1, reduction_factor=2, max_t=4)
+    assert dict(final["epoch"]) == expected
+    assert 0 < sum(epoch < 4 for epoch in expected.values()) < 6, "this seed's sweep stops some trials, not all"
+    assert dict(final["status"]) == {n: "completed" if e == 4 else "early_stopped" for n, e in expected.items()}
+    [trials] = study_trials(sweep).values()
+    for trial in trials:
+        if expected[trial.number] == 4:
+            assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(final.loc[trial.number, "acc"])
+        else:
+            assert trial.state.name == "PRUNED"
+    stopped = sum(e < 4 for e in expected.values())
+    assert f"search: 6/6 trials ended ({6 - stopped} completed, {stopped} early-stopped, 0 errored)" in \
+        run_ltkd("status", sweep).stdout
+    # The final run uses the best completed trial, never an early-stopped one.
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    final_run = frame[(frame["stage"] == "final") & (frame["row_kind"] == "final")].iloc[0]
+    assert final_run["alpha"] == pytest.approx(best.params["alpha"]) and final_run["status"] == "completed"
 
 
 def test_a_different_config_never_damages_an_existing_sweep(finished_sweep):

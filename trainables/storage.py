@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -309,20 +310,23 @@ class LocalCopy:
     """A run folder to train in: the folder itself on POSIX storage, a fresh scratch copy on an object store.
 
     `sync(names)` pushes files back to the store (nothing to do on POSIX storage); leaving the
-    `with` block removes the scratch copy, so scratch holds only runs in progress. A copy left by
-    a killed process is removed when its run next starts on this machine.
+    `with` block removes the scratch copy, so scratch holds only runs in progress. A process that
+    never leaves the block (killed, or a Tune trial stopped mid-report) leaves its copy behind:
+    the next copy made on this machine removes every copy whose process is gone.
     """
 
     def __init__(self, location: Location):
         self.location = location
         if location.remote:
-            self.path = location.scratch("runs") / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            # Named by its process so dead copies can be told apart (and by host, should a scratch be shared).
+            attempt = f"{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+            self.path = location.scratch("runs") / attempt
         else:
             self.path = location.local_path
 
     def __enter__(self) -> "LocalCopy":
         if self.location.remote:
-            _remove_dead_attempts(self.path.parent)
+            remove_dead_copies(self.path.parent.parent)
             self.location.fetch(self.path)
         return self
 
@@ -339,14 +343,20 @@ class LocalCopy:
                 pass
 
 
-def _remove_dead_attempts(folder: Path) -> None:
-    """Scratch copies of a run whose process is gone (two live trials may share a run: keep theirs)."""
+def remove_dead_copies(runs: Path) -> None:
+    """Remove this machine's scratch run copies whose process is gone (live ones, of any run, stay)."""
     from trainables.teacher_cache import _pid_alive
 
-    for attempt in folder.glob("*-*") if folder.is_dir() else []:
-        pid = attempt.name.split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(attempt, ignore_errors=True)
+    host = socket.gethostname()
+    for attempt in runs.glob("*/*") if runs.is_dir() else []:
+        pid, _, rest = attempt.name.partition("-")
+        if rest.rpartition("@")[2] != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(attempt, ignore_errors=True)
+        try:
+            attempt.parent.rmdir()
+        except OSError:  # other copies of the run remain
+            pass
 
 
 def local_folder(location: Location, keep: Callable[[str], bool] = lambda name: True) -> Path:

@@ -23,28 +23,11 @@ from trainables.storage import LocalCopy, Location, local_folder
 REPORTED = ("epoch", "epochs", "acc", "acc_head", "acc_medium", "acc_tail", "train_loss", "lr", "epoch_seconds")
 
 
-def _record(trial: dict[str, Any], run_folder: Path, history: list[dict], status: str, started: float,
-            error: str | None = None):
-    from results.store import TrialRecord, code_version
-    from trainables.checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        class_counts = load_checkpoint(run_folder).get("class_counts")
-    except CheckpointError:
-        class_counts = None
-    device = history[-1]["device"] if history else ""
-    return TrialRecord(
-        sweep=trial["sweep"], trial_id=trial["trial_id"], stage=trial["stage"], cell=trial["cell"],
-        config=trial["resolved_run"], history=history, status=status, wall_seconds=time.time() - started,
-        device=device, code_version=code_version(), error=error, study=trial.get("study"),
-        optuna_trial=trial.get("optuna_trial"), class_counts=class_counts,
-    )
-
-
 def trial_record(trial: dict[str, Any], status: str, started: float, error: str | None = None,
                  run_folder: Path | None = None):
     """The results record of a trial from what its run folder holds (used by the driver too)."""
-    from trainables.checkpoint import CHECKPOINT_NAME
+    from results.store import TrialRecord, code_version
+    from trainables.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
     from trainables.engine import METRICS_NAME, read_metrics
 
     if run_folder is None:
@@ -54,7 +37,17 @@ def trial_record(trial: dict[str, Any], status: str, started: float, error: str 
                 location.fetch(Path(copy), keep=lambda name: name in (METRICS_NAME, CHECKPOINT_NAME))
                 return trial_record(trial, status, started, error, run_folder=Path(copy))
         run_folder = location.local_path
-    return _record(trial, run_folder, read_metrics(run_folder), status, started, error)
+    history = read_metrics(run_folder)
+    try:
+        class_counts = load_checkpoint(run_folder).get("class_counts")
+    except CheckpointError:
+        class_counts = None
+    return TrialRecord(
+        sweep=trial["sweep"], trial_id=trial["trial_id"], stage=trial["stage"], cell=trial["cell"],
+        config=trial["resolved_run"], history=history, status=status, wall_seconds=time.time() - started,
+        device=history[-1]["device"] if history else "", code_version=code_version(), error=error,
+        study=trial.get("study"), optuna_trial=trial.get("optuna_trial"), class_counts=class_counts,
+    )
 
 
 def _teacher_files(trial: dict[str, Any]) -> Path | None:
@@ -102,12 +95,19 @@ def run_trial(trial: dict[str, Any]) -> None:
 
         teacher_files = None
 
+        def record_completed() -> None:
+            write_trial(trial["sweep_dir"], trial_record(trial, "completed", started, run_folder=run.path))
+
         def on_epoch(metrics: dict[str, Any], checkpoint_path) -> None:
             if not reported:  # a cache this trial built is shared as soon as it is used, not hours later
                 _share_teacher_caches(trial, teacher_files)
             # The checkpoint first: a resumed run rebuilds its metrics from the checkpoint's history.
             run.sync([CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME])
             reported.append(metrics["epoch"])
+            if metrics["epoch"] >= metrics["epochs"]:
+                # Before the last report: a scheduler may stop the trial on it (ASHA stops every trial at
+                # max_t), and a stopped trial's thread never comes back from tune.report.
+                record_completed()
             tune.report({name: metrics[name] for name in REPORTED})
 
         try:
@@ -124,5 +124,5 @@ def run_trial(trial: dict[str, Any]) -> None:
             raise
         if not reported:  # already finished earlier (resumed sweep): report its final epoch once
             run.sync([CONFIG_NAME, METRICS_NAME])  # fit rebuilt them from the checkpoint, which may lead them
+            record_completed()
             tune.report({name: result.metrics[name] for name in REPORTED})
-        write_trial(trial["sweep_dir"], _record(trial, run.path, result.history, "completed", started))

@@ -310,6 +310,20 @@ def _wait_until(predicate, timeout: float, process: subprocess.Popen):
     raise AssertionError("timed out waiting for the sweep")
 
 
+def kill_driver_once_a_run_finished_and_another_is_halfway(process: subprocess.Popen, histories, epochs: int) -> None:
+    """SIGKILL the sweep's driver at a moment its run folders hold a finished run and an interrupted one."""
+    def finished_and_interrupted():
+        ends = [h[-1]["epoch"] for h in histories() if h]
+        return any(end == epochs for end in ends) and any(1 <= end < epochs - 1 for end in ends)
+
+    try:
+        _wait_until(finished_and_interrupted, 300, process)
+        kill_driver(process)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def test_sigkilled_driver_resumes_without_rerunning_or_losing_anything(tmp_path):
     config = tiny_config(tmp_path / "store", student_epochs=6,
                          methods=[{"method": "ltkd", "search": {"n_trials": 4}}])
@@ -319,18 +333,8 @@ def test_sigkilled_driver_resumes_without_rerunning_or_losing_anything(tmp_path)
     process = subprocess.Popen([*LTKD, "sweep", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
 
-    def finished_and_interrupted():
-        histories = [history(d) for d in runs.glob("*/*")] if runs.exists() else []
-        done = [h for h in histories if h and h[-1]["epoch"] == 6]
-        partial = [h for h in histories if h and 1 <= h[-1]["epoch"] < 5]
-        return len(done) >= 1 and len(partial) >= 1
-
-    try:
-        _wait_until(finished_and_interrupted, 300, process)
-        kill_driver(process)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    kill_driver_once_a_run_finished_and_another_is_halfway(
+        process, lambda: [history(d) for d in runs.glob("*/*")] if runs.exists() else [], epochs=6)
     snapshot = {d: (history(d), (d / "checkpoint.pt").read_bytes() if (d / "checkpoint.pt").exists() else None)
                 for d in runs.glob("*/*")}
     finished = {d for d, (h, _) in snapshot.items() if h and h[-1]["epoch"] == 6}
@@ -451,16 +455,7 @@ def test_sweep_on_an_object_store_resumes_elsewhere_after_sigkill_and_shares_tea
         names = {name.rsplit("/", 1)[0] for name in (sweep / "runs").files() if name.endswith("metrics.jsonl")}
         return {name: history(sweep / "runs" / name) for name in names}
 
-    def finished_and_interrupted():
-        histories = [h for h in runs().values() if h]
-        return any(h[-1]["epoch"] == 6 for h in histories) and any(1 <= h[-1]["epoch"] < 5 for h in histories)
-
-    try:
-        _wait_until(finished_and_interrupted, 300, process)
-        kill_driver(process)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    kill_driver_once_a_run_finished_and_another_is_halfway(process, lambda: list(runs().values()), epochs=6)
     before = runs()
     checkpoints = {name: (sweep / "runs" / name / "checkpoint.pt").read_bytes() for name, h in before.items()
                    if h and h[-1]["epoch"] == 6}

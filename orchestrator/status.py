@@ -6,7 +6,7 @@ from pathlib import Path
 
 from orchestrator.plan import cells, sweep_dir, teacher_runs
 from orchestrator.studies import run_outcome
-from orchestrator.sweep import LOCK_FILE, _alive, load_sweep_folder, read_lock
+from orchestrator.sweep import LOCK_FILE, driver_alive, load_sweep_folder, read_lock
 from trainables.storage import Location
 
 
@@ -16,7 +16,7 @@ def sweep_status(folder: str | Path) -> str:
     lines = [f"sweep {config.name}: {folder}"]
     holder = read_lock(folder / LOCK_FILE)
     if holder is not None:
-        state = "running" if _alive(holder.get("pid")) else "not running (stopped or killed: `ltkd resume` continues it)"
+        state = "running" if driver_alive(holder) else "not running (stopped or killed: `ltkd resume` continues it)"
         lines.append(f"driver: pid {holder.get('pid')} on {holder.get('host')}, {state}")
     else:
         lines.append("driver: none")

@@ -13,6 +13,7 @@ import os
 import shlex
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -107,41 +108,75 @@ def _write_sweep_file(config: SweepConfig) -> None:
 
 
 class DriverLock:
-    """One driver per sweep. A lock left by a killed driver (its process is gone) is taken over."""
+    """One driver per sweep, on any machine. The lock names its holder and carries a heartbeat.
+
+    On the holder's own machine a lock is live while its process is; seen from another machine
+    (a resume started on a login node while the driver runs on the head node), while its
+    heartbeat, refreshed every HEARTBEAT_SECONDS, is younger than STALE_AFTER_SECONDS. A lock left
+    by a killed driver is taken over: at once on its machine, after that delay elsewhere.
+    """
 
     def __init__(self, folder: Location):
         self.location = folder / LOCK_FILE
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.stopped = threading.Event()
+        self.beating: threading.Thread | None = None
 
     def __enter__(self):
-        me = {"host": socket.gethostname(), "pid": os.getpid()}
         holder = read_lock(self.location)
-        if holder and holder.get("host") == me["host"] and _alive(holder.get("pid")) and holder.get("pid") != me["pid"]:
-            raise SweepError(f"another driver (pid {holder['pid']}) is running this sweep; wait for it or stop it")
-        self.location.write_text(json.dumps(me))
+        if holder and driver_alive(holder) and (holder.get("host"), holder.get("pid")) != (self.me["host"], self.me["pid"]):
+            raise SweepError(f"another driver (pid {holder.get('pid')} on {holder.get('host')}) is running this sweep; "
+                             "wait for it or stop it")
+        self._write()
+        self.beating = threading.Thread(target=self._beat, name="ltkd-driver-heartbeat", daemon=True)
+        self.beating.start()
         return self
 
+    def _write(self) -> None:
+        self.location.write_text(json.dumps({**self.me, "heartbeat": time.time()}))
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_SECONDS):
+            try:
+                self._write()
+            except (OSError, StorageError):  # the storage hiccuped: the next beat tries again
+                pass
+
     def __exit__(self, *exc):
+        self.stopped.set()
+        if self.beating is not None:
+            self.beating.join()
         try:
             self.location.delete()
         except (OSError, StorageError):
             pass
 
 
+HEARTBEAT_SECONDS = 30.0
+STALE_AFTER_SECONDS = 120.0
+
+
 def read_lock(location: Location) -> dict | None:
-    """Who holds a driver lock: {"host", "pid"}, {} if unreadable, None if there is no lock."""
+    """Who holds a driver lock: {"host", "pid", "heartbeat"}, {} if unreadable, None if there is no lock."""
     text = location.read_text()
     if text is None:
         return None
     try:
-        return json.loads(text)
+        holder = json.loads(text)
     except ValueError:
         return {}
+    return holder if isinstance(holder, dict) else {}
 
 
-def _alive(pid: Any) -> bool:
-    from trainables.teacher_cache import _pid_alive
+def driver_alive(holder: dict) -> bool:
+    """Whether the driver named by a lock still runs (see DriverLock)."""
+    if holder.get("host") == socket.gethostname():
+        from trainables.teacher_cache import _pid_alive
 
-    return isinstance(pid, int) and _pid_alive(pid)
+        pid = holder.get("pid")
+        return isinstance(pid, int) and _pid_alive(pid)
+    beat = holder.get("heartbeat")
+    return isinstance(beat, (int, float)) and time.time() - beat < STALE_AFTER_SECONDS
 
 
 # ------------------------------------------------------------------------------------ running

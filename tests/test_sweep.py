@@ -286,6 +286,35 @@ def test_asha_stops_search_trials_early_and_every_record_agrees(finished_sweep):
     assert final_run["alpha"] == pytest.approx(best.params["alpha"]) and final_run["status"] == "completed"
 
 
+def test_a_driver_on_another_machine_holds_the_sweep_while_its_heartbeat_is_fresh(finished_sweep, monkeypatch):
+    from orchestrator import sweep as driver
+
+    root, _ = finished_sweep
+    sweep = root / "store" / "tiny"
+    lock = sweep / "driver.lock"
+    sweep_file = (sweep / "sweep.json").read_bytes()
+    try:
+        lock.write_text(json.dumps({"host": "head-node", "pid": 1, "heartbeat": time.time()}))
+        refused = run_ltkd("resume", sweep)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.strip() == "ltkd: error: another driver (pid 1 on head-node) is running this sweep; " \
+                                         "wait for it or stop it"
+        assert "driver: pid 1 on head-node, running" in run_ltkd("status", sweep).stdout
+        assert (sweep / "sweep.json").read_bytes() == sweep_file
+
+        lock.write_text(json.dumps({"host": "head-node", "pid": 1, "heartbeat": time.time() - 600}))
+        assert "driver: pid 1 on head-node, not running" in run_ltkd("status", sweep).stdout
+        monkeypatch.setattr(driver, "HEARTBEAT_SECONDS", 0.05)
+        with driver.DriverLock(Location.parse(sweep)):  # a stale lock is taken over
+            first = json.loads(lock.read_text())
+            assert (first["host"], first["pid"]) == (socket.gethostname(), os.getpid())
+            time.sleep(0.5)
+            assert json.loads(lock.read_text())["heartbeat"] > first["heartbeat"]  # it beats
+        assert not lock.exists()
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def test_a_different_config_never_damages_an_existing_sweep(finished_sweep):
     root, _ = finished_sweep
     sweep_file = root / "store" / "tiny" / "sweep.json"

@@ -188,10 +188,6 @@ def code_version() -> str:
 # ------------------------------------------------------------------------------ locations
 
 
-def _is_uri(store: str) -> bool:
-    return "://" in str(store)
-
-
 def _filesystem(store: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) of a sweep folder or URI."""
     location = Location.parse(store)
@@ -446,6 +442,7 @@ def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None
     seen: set[tuple[str, str]] = set()
     for store in stores:
         fs, files = _list_files(store, allow_empty)
+        location = Location.parse(store)
         good = 0
         fresh = [path for path in files if (fs.type_name, path) not in seen]
         good += len(files) - len(fresh)  # the same store named twice (as a path and a URI, say)
@@ -458,7 +455,8 @@ def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None
                 warn(f"skipping {path}: {problem}")
                 continue
             good += 1
-            source = path if not _is_uri(store) else f"{store.rstrip('/')}/{path.rsplit('/', 1)[-1]}"
+            # The file as write_trial names it: a local path, or the store's URI path (its query options left out).
+            source = f"{location.path}/{RESULTS_DIR}/{path.rsplit('/', 1)[-1]}" if location.remote else path
             parts.append(table.append_column("source", pa.array([source] * len(table), pa.string())))
         if not good and files:
             raise UserError(f"{store}: no readable results (every file was skipped)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -186,6 +185,7 @@ def test_results_are_written_to_and_read_from_an_object_store(s3_storage):
     assert len((sweep / "results").files()) == 1
     frame = read_results([sweep.uri])
     assert list(frame["trial_id"].unique()) == ["teacher/t0"]
+    assert set(frame["source"]) == {path}  # each row names its file as written, without the URI's options
 
 
 def test_unreachable_object_store_is_one_clear_error(s3_endpoint):

@@ -23,7 +23,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -367,9 +367,3 @@ def local_folder(location: Location, keep: Callable[[str], bool] = lambda name: 
     location.fetch(mirror, keep)
     return mirror
 
-
-def walk_files(folder: Path) -> Iterator[str]:
-    """Relative names of the files under a local folder."""
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            yield path.relative_to(folder).as_posix()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from orchestrator.plan import cells, sweep_dir, teacher_runs
 from orchestrator.studies import run_outcome
-from orchestrator.sweep import LOCK_FILE, driver_alive, load_sweep_folder, read_lock
+from orchestrator.sweep import driver_state, load_sweep_folder
 from trainables.storage import Location
 
 
@@ -14,12 +14,7 @@ def sweep_status(folder: str | Path) -> str:
     config = load_sweep_folder(folder)
     folder = sweep_dir(config)
     lines = [f"sweep {config.name}: {folder}"]
-    holder = read_lock(folder / LOCK_FILE)
-    if holder is not None:
-        state = "running" if driver_alive(holder) else "not running (stopped or killed: `ltkd resume` continues it)"
-        lines.append(f"driver: pid {holder.get('pid')} on {holder.get('host')}, {state}")
-    else:
-        lines.append("driver: none")
+    lines.append(driver_state(folder))
 
     teachers = teacher_runs(config)
     finished = sum(run_outcome(t.run_dir, t.run.resolved().epochs) is not None for t in teachers)

@@ -23,7 +23,7 @@ from orchestrator.sweep_config import SweepConfig
 from search_spaces import get_space
 from trainables.data.sources import DATASETS
 from trainables.engine import METRICS_NAME, parse_metrics
-from trainables.storage import Location
+from trainables.storage import Location, hold_scratch, prune_scratch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 HPARAMS_ATTR = "hparams"
@@ -57,7 +57,8 @@ class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
         self.remote = remote
         self.intermediate_push_seconds = intermediate_push_seconds
         self.local = remote.scratch("driver") / remote.name
-        self.local.parent.mkdir(parents=True, exist_ok=True)
+        hold_scratch(self.local.parent)
+        prune_scratch(self.local.parent.parent)
         data = remote.read_bytes()
         if data is None:
             self.local.unlink(missing_ok=True)

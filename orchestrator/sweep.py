@@ -13,7 +13,6 @@ import os
 import shlex
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -108,75 +107,75 @@ def _write_sweep_file(config: SweepConfig) -> None:
 
 
 class DriverLock:
-    """One driver per sweep, on any machine. The lock names its holder and carries a heartbeat.
+    """One driver per sweep, on any machine: an exclusive lease on `driver.lock` (trainables/locks.py).
 
-    On the holder's own machine a lock is live while its process is; seen from another machine
-    (a resume started on a login node while the driver runs on the head node), while its
-    heartbeat, refreshed every HEARTBEAT_SECONDS, is younger than STALE_AFTER_SECONDS. A lock left
-    by a killed driver is taken over: at once on its machine, after that delay elsewhere.
+    A lock left by a killed driver is taken over: at once on its own machine (its pid is gone or
+    belongs to a newer process), after its heartbeat has been seen silent for the stale period
+    from any other machine. `force` removes the lock first, whoever holds it.
     """
 
-    def __init__(self, folder: Location):
-        self.location = folder / LOCK_FILE
-        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
-        self.stopped = threading.Event()
-        self.beating: threading.Thread | None = None
+    def __init__(self, folder: Location, force: bool = False, log=print):
+        from trainables.locks import Lease
+
+        self.lease = Lease(folder / LOCK_FILE, stale_after=STALE_AFTER_SECONDS, heartbeat=HEARTBEAT_SECONDS,
+                           log=lambda line: log(f"driver lock: {line}"), describe={"what": "sweep driver"})
+        self.force = force
+        self.log = log
 
     def __enter__(self):
-        holder = read_lock(self.location)
-        if holder and driver_alive(holder) and (holder.get("host"), holder.get("pid")) != (self.me["host"], self.me["pid"]):
-            raise SweepError(f"another driver (pid {holder.get('pid')} on {holder.get('host')}) is running this sweep; "
-                             "wait for it or stop it")
-        self._write()
-        self.beating = threading.Thread(target=self._beat, name="ltkd-driver-heartbeat", daemon=True)
-        self.beating.start()
+        from trainables.locks import LeaseHeld
+
+        if self.force:
+            holder = self.lease.force_break()
+            if holder is not None:
+                self.log(f"driver lock: removed the lock of pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                         "(--force)")
+
+        def waiting(state: str, holder: dict) -> None:
+            self.log(f"driver lock: held by pid {holder.get('pid', '?')} on {holder.get('host', '?')}, another machine; "
+                     f"watching its heartbeat for up to {holder.get('stale_after', STALE_AFTER_SECONDS):.0f} s before "
+                     "taking over (`ltkd resume --force` takes over a lock whose driver you know is dead)")
+        try:
+            self.lease.acquire(wait_for_live_holder=False, poll=min(5.0, HEARTBEAT_SECONDS), on_wait=waiting)
+        except LeaseHeld:
+            holder = self.lease.info() or {}
+            raise SweepError(f"another driver (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) is running "
+                             "this sweep; wait for it or stop it (`ltkd resume --force` if you know it is dead)") from None
         return self
 
-    def _write(self) -> None:
-        self.location.write_text(json.dumps({**self.me, "heartbeat": time.time()}))
-
-    def _beat(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_SECONDS):
-            try:
-                self._write()
-            except (OSError, StorageError):  # the storage hiccuped: the next beat tries again
-                pass
-
     def __exit__(self, *exc):
-        self.stopped.set()
-        if self.beating is not None:
-            self.beating.join()
-        try:
-            self.location.delete()
-        except (OSError, StorageError):
-            pass
+        self.lease.release()
 
 
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 120.0
 
 
-def read_lock(location: Location) -> dict | None:
-    """Who holds a driver lock: {"host", "pid", "heartbeat"}, {} if unreadable, None if there is no lock."""
-    text = location.read_text()
-    if text is None:
-        return None
-    try:
-        holder = json.loads(text)
-    except ValueError:
-        return {}
-    return holder if isinstance(holder, dict) else {}
+def driver_state(folder: Location) -> str:
+    """The sweep's driver as `ltkd status` shows it; reads only.
 
+    On the driver's machine this is exact. From elsewhere one look cannot watch a heartbeat change,
+    so the heartbeat's age is read by the two machines' wall clocks (which may differ); taking
+    over a lock never relies on that (see DriverLock).
+    """
+    from trainables.locks import Lease, ProcessIdentity
 
-def driver_alive(holder: dict) -> bool:
-    """Whether the driver named by a lock still runs (see DriverLock)."""
-    if holder.get("host") == socket.gethostname():
-        from trainables.teacher_cache import _pid_alive
-
-        pid = holder.get("pid")
-        return isinstance(pid, int) and _pid_alive(pid)
-    beat = holder.get("heartbeat")
-    return isinstance(beat, (int, float)) and time.time() - beat < STALE_AFTER_SECONDS
+    lease = Lease(folder / LOCK_FILE)
+    holder = lease.info()
+    if holder is None:
+        return "driver: none"
+    identity = ProcessIdentity.from_record(holder)
+    alive = identity.alive() if identity is not None else None
+    where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    if alive is None:
+        beat = lease.heartbeat_of(holder) or {}
+        stamp = beat.get("time", holder.get("since"))
+        age = time.time() - stamp if isinstance(stamp, (int, float)) else float("inf")
+        stale_after = holder.get("stale_after")
+        alive = age < (stale_after if isinstance(stale_after, (int, float)) else STALE_AFTER_SECONDS)
+        where += f" (another machine; last heartbeat {age:.0f} s ago by the two machines' clocks)"
+    state = "running" if alive else "not running (stopped or killed: `ltkd resume` continues it)"
+    return f"driver: {where}, {state}"
 
 
 # ------------------------------------------------------------------------------------ running
@@ -292,12 +291,16 @@ def run_epochs(config: SweepConfig, search: CellSearch) -> int:
     return search.planned(0, dict(search.cell.entry.hparams)).run.resolved().epochs
 
 
-def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = False, resume: bool = False) -> int:
-    """Run (or continue) a sweep to its final table. Returns the exit code."""
+def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = False, resume: bool = False,
+              force: bool = False) -> int:
+    """Run (or continue) a sweep to its final table. Returns the exit code.
+
+    `force` takes over the driver lock whoever holds it (the user knows that driver is dead).
+    """
     preflight(config, address)
     _write_sweep_file(config)
     folder = sweep_dir(config)
-    with DriverLock(folder):
+    with DriverLock(folder, force=force):
         started = time.time()
         print(f"sweep {config.name}: {folder}" + (" (resuming)" if resume else ""))
         _start_ray(address, verbose, config)
@@ -334,13 +337,17 @@ def _start_ray(address: str | None, verbose: bool, config: SweepConfig) -> None:
     # Workers import this package from the same environment; make the source tree importable too.
     kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [
         str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))}}
+    # No address: always a private instance. A bare ray.init() would attach to whatever cluster
+    # `ray start` last recorded on this machine (another user's, or a dead one's leftovers).
     try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(**kwargs)
+        ray.init(address=address or "local", **kwargs)
     except ConnectionError as exc:
         raise SweepError(f"cannot connect to the Ray cluster at {address} ({exc}); fix --address") from None
+    if address:
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        total = ray.cluster_resources()
+        print(f"joined the Ray cluster at {address} ({ray.get_runtime_context().gcs_address}): {len(nodes)} nodes, "
+              f"{total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs")
 
 
 def _print_table(folder: Location) -> None:

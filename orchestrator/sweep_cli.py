@@ -10,13 +10,18 @@ QUICKSTART = Path(__file__).with_name("quickstart.toml")
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.sweep import run_sweep
-    from orchestrator.sweep_config import load_config
+    from orchestrator.sweep_config import check_storage, check_sweep_name, load_config, validate
 
-    config = load_config(args.config or QUICKSTART)
-    if args.storage:
+    config = load_config(QUICKSTART if args.config is None else args.config)
+    # Overrides are checked as typed, then the config again: all before anything is written or Ray starts.
+    if args.storage is not None:
+        check_storage(args.storage, "--storage")
         config.storage = args.storage
-    if args.name:
+    if args.name is not None:
+        check_sweep_name(args.name, "--name")
         config.name = args.name
+    if args.storage is not None or args.name is not None:
+        validate(config)
     return run_sweep(config, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
 
 
@@ -24,7 +29,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.sweep import load_sweep_folder, run_sweep
 
     config = load_sweep_folder(args.sweep_dir)
-    return run_sweep(config, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose, resume=True)
+    return run_sweep(config, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose, resume=True,
+                     force=args.force)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -50,6 +56,8 @@ def add_commands(commands) -> None:
 
     resume = commands.add_parser("resume", help="continue a sweep whose driver died or was stopped")
     resume.add_argument("sweep_dir", help="the sweep folder (storage/name)")
+    resume.add_argument("--force", action="store_true", help="take over the driver lock whoever holds it (only when "
+                        "you know its driver is dead, e.g. its machine is gone)")
     _cluster_options(resume)
     resume.set_defaults(handler=cmd_resume)
 

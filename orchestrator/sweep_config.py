@@ -6,11 +6,14 @@ Every key is checked: an unknown key or an impossible value is an error that nam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import re
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from trainables.errors import UserError
 
@@ -95,31 +98,100 @@ OBJECTIVES = ("acc", "acc_head", "acc_medium", "acc_tail")
 # ---------------------------------------------------------------------------------------------- parsing
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "a table/mapping"}
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: scalars as written, containers by their kind."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (str, int, float)):
+        return repr(value)
+    return {list: "list", tuple: "list", dict: "table"}.get(type(value), type(value).__name__)
+
+
+def _type_name(hint: Any) -> str:
+    origin = get_origin(hint) or hint
+    if dataclasses.is_dataclass(origin):
+        return _TYPE_NAMES[dict]
+    return _TYPE_NAMES.get(origin, getattr(origin, "__name__", str(origin)))
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _typed(value: Any, hint: Any, path: str) -> Any:
+    """`value` checked against the declared type `hint` (nested dataclasses built), or a ConfigError naming `path`.
+
+    bool never counts as an integer or number; an integer is accepted where a number (float) is declared.
+    """
+    if hint is Any:
+        return value
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        if len(options) == 1:
+            return _typed(value, options[0], path)
+        for option in options:
+            try:
+                return _typed(value, option, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path} must be {' or '.join(map(_type_name, options))}, got {_shown(value)}")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {_shown(value)}")
+        item = args[0] if args else Any
+        return [_typed(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be {_TYPE_NAMES[dict]}, got {_shown(value)}")
+        key_hint, value_hint = args if args else (Any, Any)
+        for key in value:
+            _typed(key, key_hint, f"{path} key {_shown(key)}")
+        return {k: _typed(v, value_hint, f"{path}.{k}") for k, v in value.items()}
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ConfigError(f"{path} must be {_type_name(hint)}, got {_shown(value)}")
+    return value
+
+
 def _build(cls, values: Any, where: str):
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name."""
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name.
+
+    Every value is checked against its field's declared type (str, int, float, bool, list[...],
+    dict[...], X | None, a nested entry); the ranges are checked by `validate`.
+    """
     if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'the config'} must be a table/mapping, got {type(values).__name__}")
+        raise ConfigError(f"{where or 'the config'} must be a table/mapping, got {_shown(values)}")
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(set(values) - set(known), key=str)
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (known: {', '.join(known)})")
+    hints = _field_types(cls)
     kwargs = {}
-    nested = {"datasets": DatasetEntry, "pairs": PairEntry, "methods": MethodEntry}
     for name, value in values.items():
         path = f"{where}.{name}" if where else name
-        if name in nested and cls is SweepConfig:
-            if not isinstance(value, list):
-                raise ConfigError(f"{path} must be a list")
-            kwargs[name] = [_build(nested[name], item, f"{path}[{i}]") for i, item in enumerate(value)]
-        elif name == "search" and cls is MethodEntry:
-            kwargs[name] = None if value in (None, False) else _build(SearchEntry, {} if value is True else value, path)
-        elif name == "scheduler":
-            kwargs[name] = _build(SchedulerEntry, value, path)
-        elif name == "resources":
-            kwargs[name] = _build(ResourcesEntry, value, path)
-        else:
-            kwargs[name] = value
+        if name == "search" and cls is MethodEntry and isinstance(value, bool):
+            value = {} if value else None  # search = true: the default space; false: no search
+        kwargs[name] = _typed(value, hints[name], path)
     missing = [f.name for f in fields(cls) if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -135,9 +207,22 @@ def parse_config(values: dict[str, Any]) -> SweepConfig:
 
 def load_config(path: str | Path) -> SweepConfig:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"sweep config {path} is a folder; pass a .toml, .yaml or .json file")
     if not path.exists():
         raise ConfigError(f"sweep config {path} not found")
-    text = path.read_text()
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"sweep config {path}: use a .toml, .yaml/.yml or .json file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"sweep config {path} cannot be read ({exc.strerror or exc}); pass a readable "
+                          ".toml, .yaml or .json file") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"sweep config {path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
+                          "save it as UTF-8") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -149,12 +234,8 @@ def load_config(path: str | Path) -> SweepConfig:
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib
             values = tomllib.loads(text)
-        elif path.suffix == ".json":
-            values = json.loads(text)
         else:
-            raise ConfigError(f"sweep config {path}: use a .toml, .yaml/.yml or .json file")
-    except ConfigError:
-        raise
+            values = json.loads(text)
     except Exception as exc:
         raise ConfigError(f"sweep config {path} is not valid {path.suffix[1:].upper()}: {exc}".splitlines()[0]) from None
     return parse_config(values)
@@ -167,9 +248,34 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def check_sweep_name(value: Any, key: str = "name") -> None:
+    """A sweep's name is one folder under its storage: 1-100 letters, digits, '.', '_', '-'; not '.' or '..'."""
+    if not (isinstance(value, str) and NAME_PATTERN.fullmatch(value) and value not in (".", "..")):
+        raise ConfigError(f"{key} must be 1 to 100 letters, digits, '.', '_' or '-' (not '.' or '..'), got "
+                          f"{_shown(value)}; pick a plain name: it is the sweep's folder under storage")
+
+
+def check_storage(value: Any, key: str = "storage") -> None:
+    """A storage folder or URI that Location can open (and that carries no credentials)."""
+    from trainables.storage import Location
+
+    if not isinstance(value, str) or value.strip() == "":
+        raise ConfigError(f"{key} must be a folder or URI (e.g. sweeps or s3://bucket/sweeps), got {_shown(value)}")
+    try:
+        Location.parse(value)
+    except UserError as exc:
+        raise ConfigError(str(exc) if key == "storage" else f"{key}: {exc}") from None
+    except ValueError as exc:  # urlsplit: a malformed URI
+        raise ConfigError(f"{key} is not a folder or URI ({exc}); pass e.g. sweeps or s3://bucket/sweeps") from None
+
+
 def validate(config: SweepConfig) -> None:
     """Every impossible value, named by its key. Touches no file and starts nothing."""
     from search_spaces import get_space
+    from trainables.config import check_device, check_imbalance_factor
     from trainables.data.sources import DATASETS
     from trainables.distillers import get_method
     from trainables.models import MODELS
@@ -178,9 +284,15 @@ def validate(config: SweepConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
-    need(isinstance(config.name, str) and config.name.strip() != "" and "/" not in config.name,
-         f"name must be a non-empty folder name, got {config.name!r}")
-    need(isinstance(config.storage, str) and config.storage != "", "storage must be a folder or URI")
+    def need_user(check, *args) -> None:  # a shared check of a run setting, as a ConfigError
+        try:
+            check(*args)
+        except UserError as exc:
+            raise ConfigError(str(exc)) from None
+
+    check_sweep_name(config.name)
+    check_storage(config.storage)
+    need_user(check_device, config.device, "device")
     need(len(config.datasets) >= 1, "datasets must list at least one dataset")
     need(len(config.pairs) >= 1, "pairs must list at least one teacher/student pair")
     need(len(config.methods) >= 1, "methods must list at least one method")
@@ -209,16 +321,18 @@ def validate(config: SweepConfig) -> None:
     class_counts = {}
     for i, entry in enumerate(config.datasets):
         where = f"datasets[{i}]"
+        need(isinstance(entry.name, str), f"{where}.name must be a string, got {_shown(entry.name)}")
         need(entry.name in DATASETS, f"{where}.name: unknown dataset '{entry.name}' (known: {', '.join(DATASETS)})")
         need(isinstance(entry.imbalance_factors, list) and len(entry.imbalance_factors) >= 1,
              f"{where}.imbalance_factors must be a non-empty list")
         for factor in entry.imbalance_factors:
-            need(_number(factor) and factor >= 1, f"{where}.imbalance_factors: each factor must be >= 1, got {factor!r}")
+            need_user(check_imbalance_factor, entry.name, factor, f"{where}.imbalance_factors: each factor")
         class_counts[entry.name] = DATASETS[entry.name].num_classes
     for i, pair in enumerate(config.pairs):
         for role in ("teacher", "student"):
             arch = getattr(pair, role)
-            need(arch in MODELS, f"pairs[{i}].{role}: unknown architecture '{arch}' (known: {', '.join(MODELS)})")
+            need(isinstance(arch, str) and arch in MODELS,
+                 f"pairs[{i}].{role}: unknown architecture {_shown(arch)} (known: {', '.join(MODELS)})")
         need(MODELS[pair.teacher].style == MODELS[pair.student].style,
              f"pairs[{i}]: teacher {pair.teacher} is {MODELS[pair.teacher].style}-style but student {pair.student} is "
              f"{MODELS[pair.student].style}-style; pair models of the same input style")
@@ -240,8 +354,9 @@ def validate(config: SweepConfig) -> None:
         except ValueError as exc:
             raise ConfigError(f"{where}.hparams: {exc}") from None
         if entry.search is not None:
-            need(isinstance(entry.search.n_trials, int) and entry.search.n_trials >= 1,
-                 f"{where}.search.n_trials must be >= 1, got {entry.search.n_trials!r}")
+            need(isinstance(entry.search.n_trials, int) and not isinstance(entry.search.n_trials, bool),
+                 f"{where}.search.n_trials must be an integer, got {_shown(entry.search.n_trials)}")
+            need(entry.search.n_trials >= 1, f"{where}.search.n_trials must be >= 1, got {entry.search.n_trials!r}")
             try:
                 space = get_space(entry.method)
                 for dataset in config.datasets:

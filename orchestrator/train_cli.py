@@ -57,10 +57,32 @@ def run_config_from_args(args: argparse.Namespace, role: str):
     )
 
 
+def check_out_folder(out: str) -> None:
+    """--out names a folder, existing or not, that can be made: not a file, nor inside one."""
+    from pathlib import Path
+
+    path = Path(out).expanduser()
+    if str(out).strip() == "":
+        raise UserError("--out is empty; pass the run folder, e.g. --out runs/teacher")
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            if not candidate.is_dir():
+                what = "a file" if candidate.is_file() else "not a folder"
+                where = f"is {what}" if candidate == path else f"is inside {candidate}, which is {what}"
+                raise UserError(f"--out {out} {where}; --out must be a folder (the run folder): "
+                                "pass a new or existing folder")
+            return
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from trainables.config import check_device, check_imbalance_factor
     from trainables.engine import fit
 
-    config = run_config_from_args(args, args.role).resolved()  # every setting checked before any work
+    # The flags first, named as typed; then every setting checked, all before any work.
+    check_out_folder(args.out)
+    check_device(args.device, "--device")
+    check_imbalance_factor(args.dataset, args.imbalance_factor, "--imbalance-factor")
+    config = run_config_from_args(args, args.role).resolved()
     result = fit(config, args.out)
     m = result.metrics
     print(f"done: {result.checkpoint}  acc {m['acc']:.2f}  head {m['acc_head']:.2f}  "
@@ -79,7 +101,7 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--weight-decay", type=float, default=None)
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
                         help="mixed precision on CUDA (losses always run in float32)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, run.json, metrics.jsonl; "

@@ -30,6 +30,7 @@ from trainables.data.pipeline import (
 )
 from trainables.data.sources import ImageSet, get_dataset, load_long_tailed
 from trainables.engine import cap_cuda_memory, fit, read_metrics
+from trainables.locks import Lease
 from trainables.errors import UserError
 from trainables.models import MODELS, Classifier, ModelOutput, ModelSpec
 
@@ -242,10 +243,10 @@ def test_a_stale_lock_is_broken(tmp_path):
 
 
 def test_a_live_lock_is_waited_for_not_broken(tmp_path):
-    lock = tcache.BuildLock(tmp_path / tcache.LOCK_NAME, stale_after=0.5, heartbeat=0.1)
+    lock = Lease(tmp_path / tcache.LOCK_NAME, stale_after=0.5, heartbeat=0.1)
     assert lock.try_acquire()
     try:
-        waiter = tcache.BuildLock(tmp_path / tcache.LOCK_NAME, stale_after=0.5, heartbeat=0.1)
+        waiter = Lease(tmp_path / tcache.LOCK_NAME, stale_after=0.5, heartbeat=0.1)
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:  # three stale_after periods: the heartbeat keeps it alive
             assert not waiter.break_if_stale()

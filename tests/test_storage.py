@@ -195,3 +195,125 @@ def test_unreachable_object_store_is_one_clear_error(s3_endpoint):
         _check_writable(Location.parse("s3://bucket/sweeps?endpoint_override=127.0.0.1:1&scheme=http"))
     message = str(error.value)
     assert message.startswith("storage s3://bucket/sweeps cannot be written (") and "\n" not in message
+
+
+# ------------------------------------------------------------------------------------ untrusted storage
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_writer_that_raises_midway_leaves_the_old_file_and_no_partial_one(kind, tmp_path, request):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainables.storage import publish
+
+    base = Location.parse(tmp_path) if kind == "local" else Location.parse(request.getfixturevalue("s3_storage"))
+    fs, inner = (base / "results").filesystem() if base.remote else (__import__("pyarrow.fs").fs.LocalFileSystem(),
+                                                                     str(base.local_path / "results"))
+    table = pa.table({"acc": list(range(1000))})
+
+    def half_then_fail(sink):
+        sink.write(b"PAR1" + os.urandom(4096))  # the first part of a file, then the writer dies
+        raise _Interrupted()
+    with pytest.raises(_Interrupted):
+        publish(fs, f"{inner}/new.parquet", half_then_fail)
+    assert not (base / "results" / "new.parquet").exists(), "a partial object reached the final key"
+    publish(fs, f"{inner}/kept.parquet", lambda sink: pq.write_table(table, sink))
+    before = (base / "results" / "kept.parquet").read_bytes()
+    with pytest.raises(_Interrupted):
+        publish(fs, f"{inner}/kept.parquet", half_then_fail)
+    assert (base / "results" / "kept.parquet").read_bytes() == before
+    names = (base / "results").files() if base.remote else {p.name: p for p in (base.local_path / "results").iterdir()}
+    assert sorted(names) == ["kept.parquet"], "no temporary object is left behind"
+
+
+def test_keys_and_names_that_leave_their_folder_are_refused(s3_storage, tmp_path):
+    import boto3
+
+    store = Location.parse(s3_storage)
+    bucket, _, prefix = store.path[len("s3://"):].partition("/")
+    endpoint = dict(part.split("=") for part in store.query.split("&"))["endpoint_override"]
+    client = boto3.client("s3", endpoint_url=f"http://{endpoint}")
+    client.put_object(Bucket=bucket, Key=f"{prefix}/runs/one/ok.txt", Body=b"ok")
+    client.put_object(Bucket=bucket, Key=f"{prefix}/runs/one/a/../../../../escaped.txt", Body=b"planted")
+    dest = tmp_path / "deep" / "dest"
+    with pytest.raises(StorageError, match="the key leaves its folder"):
+        (store / "runs" / "one").fetch(dest)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    for bad in ("..", "../x", "a/../../b", "."):
+        with pytest.raises(StorageError, match="would leave that folder"):
+            Location.parse(tmp_path) / bad
+        with pytest.raises(StorageError, match="would leave that folder"):
+            store / bad
+
+
+def test_scratch_is_a_private_folder_of_this_user(tmp_path, monkeypatch):
+    from trainables.storage import scratch_root
+
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "fresh"))
+    old = os.umask(0)
+    try:
+        root = scratch_root()
+    finally:
+        os.umask(old)
+    assert root.is_dir() and (root.stat().st_mode & 0o777) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("LTKD_SCRATCH", str(shared))
+    with pytest.raises(StorageError, match="is not a private folder of this user"):
+        scratch_root()
+    (tmp_path / "link").symlink_to(tmp_path / "fresh")
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "link"))
+    with pytest.raises(StorageError, match="is not a private folder of this user"):
+        scratch_root()
+
+
+def test_unused_old_mirrors_are_pruned_and_used_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from trainables.storage import hold_scratch, prune_scratch
+
+    kind = tmp_path / "mirror"
+    folders = {name: kind / name for name in ("old-unused", "old-held", "recent", "mine")}
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
+                               "from trainables.storage import hold_scratch\n"
+                               "hold_scratch(Path(sys.argv[1])); print('held', flush=True); time.sleep(600)",
+                               str(folders["old-held"])], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for name in ("old-unused", "recent"):
+            (folders[name] / "data.bin").parent.mkdir(parents=True)
+            (folders[name] / "data.bin").write_bytes(b"x")
+            (folders[name] / ".in-use").touch()
+        hold_scratch(folders["mine"])
+        day_ago = time.time() - 2 * 24 * 3600
+        for name in ("old-unused", "old-held", "mine"):
+            os.utime(folders[name] / ".in-use", (day_ago, day_ago))
+        assert prune_scratch(kind) == [folders["old-unused"]]
+        assert sorted(p.name for p in kind.iterdir()) == ["mine", "old-held", "recent"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert prune_scratch(kind) == [folders["old-held"]]  # its process has ended
+
+
+def test_files_written_to_shared_storage_are_readable_by_the_group(tmp_path):
+    import pyarrow.fs as pafs
+
+    from trainables.storage import publish
+
+    old = os.umask(0o022)
+    try:
+        note = Location.parse(tmp_path) / "sweep" / "sweep.json"
+        note.write_text("{}")
+        publish(pafs.LocalFileSystem(), str(tmp_path / "sweep" / "results" / "a.parquet"), lambda sink: sink.write(b"x"))
+    finally:
+        os.umask(old)
+    for path in (note.local_path, tmp_path / "sweep" / "results" / "a.parquet"):  # sweep files, Parquet results
+        assert (path.stat().st_mode & 0o777) == 0o644

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,24 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Fields that do not change what a run computes: a resumed run may differ in them.
 NON_IDENTITY_FIELDS = ("root", "device", "num_workers", "amp", "channels_last", "progress", "teacher_cache")
 TEACHER_CACHE_MODES = ("auto", "on", "off")
+DEVICES = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:[0-9]+|mps")
+
+
+def check_device(value: Any, key: str = "device") -> None:
+    """`value` names a device a run can use; else a UserError naming `key` and the valid values."""
+    if not (isinstance(value, str) and _DEVICE_PATTERN.fullmatch(value)):
+        raise UserError(f"{key} must be one of {DEVICES}, got {value!r}")
+
+
+def check_imbalance_factor(dataset: str, value: Any, key: str = "imbalance factor") -> None:
+    """`value` is a usable imbalance factor for `dataset` (finite, >= 1, leaves every class an image)."""
+    from trainables.data.long_tail import imbalance_factor_problem
+    from trainables.data.sources import get_dataset, nominal_n_max
+
+    problem = imbalance_factor_problem(value, nominal_n_max(get_dataset(dataset)), dataset)
+    if problem:
+        raise UserError(f"{key} {problem}")
 
 
 @dataclass
@@ -138,8 +157,8 @@ class RunConfig:
         need(_finite(self.lr_decay) and 0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}")
         need(all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
              f"lr_milestones must be positive epoch numbers, got {self.lr_milestones}")
-        need(_finite(self.imbalance_factor) and self.imbalance_factor >= 1,
-             f"imbalance factor must be >= 1 (1 = balanced), got {self.imbalance_factor}")
+        check_imbalance_factor(self.dataset, self.imbalance_factor)
+        check_device(self.device)
         need(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
         need(self.teacher_cache in TEACHER_CACHE_MODES,
              f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got '{self.teacher_cache}'")

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from trainables.data.pipeline import FileBatches, Normalization, TensorBatches
 from trainables.data.sources import LongTailedData, load_long_tailed
 from trainables.distillers import DistillContext, get_method, warmup_factor
 from trainables.errors import UserError
+from trainables.storage import Location
 from trainables.models import ModelOutput, create_model
 
 EpochCallback = Callable[[dict[str, Any], Path], None]
@@ -304,6 +305,15 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
+def _scheduler_state(scheduler: torch.optim.lr_scheduler.MultiStepLR) -> dict[str, Any]:
+    # MultiStepLR keeps its milestones in a Counter, which torch < 2.4 refuses to load with weights_only.
+    return {**scheduler.state_dict(), "milestones": dict(scheduler.milestones)}
+
+
+def _restore_scheduler(scheduler: torch.optim.lr_scheduler.MultiStepLR, state: dict[str, Any]) -> None:
+    scheduler.load_state_dict({**state, "milestones": Counter(state["milestones"])})
+
+
 def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["data"])
@@ -417,7 +427,7 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
                             "choose another output folder")
 
     data = load_long_tailed(config.dataset, config.root, config.imbalance_factor, config.data_seed,
-                            train_indices=None if resume is None else resume["train_indices"])
+                            train_indices=None if resume is None else resume["train_indices"].numpy())
     num_classes = data.num_classes
     eval_groups = class_groups(data.counts, 3) if num_classes >= 3 else torch.zeros(num_classes, dtype=torch.long)
 
@@ -472,7 +482,7 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         if distiller is not None and resume.get("distiller") is not None:
             distiller.load_state_dict(resume["distiller"])
         optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
+        _restore_scheduler(scheduler, resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
         _restore_rng(resume["rng"], generator)
         history = list(resume["history"])
@@ -556,10 +566,12 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
             "format": "ltkd-sweep", "format_version": FORMAT_VERSION,
             "config": config.to_dict(), "config_identity": config.identity(),
             "epoch": epoch + 1, "finished": epoch + 1 == config.epochs,
-            "num_classes": num_classes, "class_counts": list(data.counts), "train_indices": data.train_indices,
+            "num_classes": num_classes, "class_counts": list(data.counts),
+            "train_indices": torch.as_tensor(data.train_indices, dtype=torch.int64),
             "normalization": None if normalization is None else [normalization.mean, normalization.std],
             "model": model.state_dict(), "distiller": None if distiller is None else distiller.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": _scheduler_state(scheduler),
+            "scaler": scaler.state_dict(),
             "rng": _rng_state(generator), "history": history,
         }
         save_atomic(payload, run_dir / CHECKPOINT_NAME)
@@ -572,12 +584,9 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
 
 def _write_run_files(run_dir: Path, config: RunConfig, history: list[dict[str, Any]]) -> None:
     """run.json (the resolved config) and metrics.jsonl rewritten from the checkpoint's history."""
-    tmp = run_dir / f".{CONFIG_NAME}.tmp"
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    os.replace(tmp, run_dir / CONFIG_NAME)
-    tmp = run_dir / f".{METRICS_NAME}.tmp"
-    tmp.write_text("".join(json.dumps(m) + "\n" for m in history))
-    os.replace(tmp, run_dir / METRICS_NAME)
+    # Written whole under a temporary name of their own, then renamed (Location.write_text).
+    Location.parse(run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    Location.parse(run_dir / METRICS_NAME).write_text("".join(json.dumps(m) + "\n" for m in history))
 
 
 def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:

@@ -14,12 +14,15 @@ never from the URI: the URI is written into sweep.json and every trial's config.
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import os
 import shutil
 import socket
+import stat
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +35,7 @@ import pyarrow.fs as pafs
 from trainables.errors import UserError
 
 SCRATCH_ENV = "LTKD_SCRATCH"
-# Stores whose "move" is a copy: an upload there is already all-or-nothing, so write the final key.
-OBJECT_STORE_TYPES = ("s3", "gcs", "abfs")
+OBJECT_STORE_TYPES = ("s3", "gcs", "abfs")  # pyarrow's names of stores whose "move" is a server-side copy
 _ARROW_ERRORS = (pa.ArrowException, OSError, ValueError)
 
 
@@ -44,9 +46,64 @@ class StorageError(UserError):
 
 
 def scratch_root() -> Path:
-    """This machine's scratch folder for object-store runs (LTKD_SCRATCH, else the temp folder)."""
-    root = os.environ.get(SCRATCH_ENV) or os.path.join(tempfile.gettempdir(), f"ltkd-scratch-{os.getuid()}")
-    return Path(root).expanduser()
+    """This machine's scratch folder for object-store runs (LTKD_SCRATCH, else one in the temp folder).
+
+    Checked on every use: a folder of this user's that others cannot write. The default name in
+    /tmp is predictable, so another user could have made it first (or a link by that name).
+    """
+    root = Path(os.environ.get(SCRATCH_ENV) or os.path.join(tempfile.gettempdir(), f"ltkd-scratch-{os.getuid()}"))
+    root = root.expanduser()
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(root)
+    except OSError as exc:
+        raise StorageError(f"scratch folder {root} cannot be created ({exc.strerror or exc}); set {SCRATCH_ENV} to a "
+                           "folder of yours") from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise StorageError(f"scratch folder {root} is not a private folder of this user (a link, another owner, or "
+                           f"writable by others); remove it or set {SCRATCH_ENV} to a folder only you can write")
+    return root
+
+
+SCRATCH_KEEP_SECONDS = 24 * 3600  # an unused mirror is kept this long, in case the next trial needs it again
+_IN_USE = ".in-use"
+_held_scratch: dict[str, int] = {}  # scratch folders this process uses -> the fd holding their shared lock
+
+
+def hold_scratch(folder: Path) -> None:
+    """Mark a scratch folder as used by this process until it exits: a shared flock on its marker
+    (released by the kernel when the process dies, however it dies), whose mtime says when it was last used."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / _IN_USE
+    if str(folder) not in _held_scratch:
+        fd = os.open(marker, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        _held_scratch[str(folder)] = fd
+    os.utime(marker)
+
+
+def prune_scratch(kind: Path, keep_seconds: float = SCRATCH_KEEP_SECONDS) -> list[Path]:
+    """Remove the scratch folders under `kind` that no process holds and none used for `keep_seconds`."""
+    removed = []
+    for folder in sorted(kind.iterdir()) if kind.is_dir() else []:
+        marker = folder / _IN_USE
+        try:
+            if str(folder) in _held_scratch or time.time() - marker.stat().st_mtime < keep_seconds:
+                continue
+            fd = os.open(marker, os.O_RDWR)
+        except OSError:  # no marker: being made right now, or not ours to judge
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a running process uses it
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _first_line(exc: BaseException) -> str:
@@ -105,6 +162,8 @@ class Location:
 
     def __truediv__(self, part: str | Path) -> "Location":
         part = str(part).strip("/")
+        if any(segment in (".", "..") for segment in part.split("/")):
+            raise StorageError(f"refusing the path {part!r} under {self}: it would leave that folder")
         return Location(f"{self.path.rstrip('/')}/{part}" if part else self.path, self.query)
 
     @property
@@ -160,8 +219,10 @@ class Location:
     def read_bytes(self) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
         if not self.remote:
-            path = Path(self.path)
-            return path.read_bytes() if path.is_file() else None
+            try:
+                return Path(self.path).read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # also when removed meanwhile
+                return None
         fs, inner = self.filesystem()
 
         def read():
@@ -188,7 +249,7 @@ class Location:
                 tmp.unlink(missing_ok=True)
             return
         fs, inner = self.filesystem()
-        self._call("write", lambda: publish(fs, inner, lambda sink: sink.write(data)))
+        self._call("write", lambda: publish(fs, inner, lambda sink: sink.write(data), len(data)))
 
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode("utf-8"))
@@ -226,6 +287,9 @@ class Location:
         for name, info in sorted(self.files().items()):
             if not keep(name) or name.rsplit("/", 1)[-1].startswith("."):
                 continue
+            if any(segment in ("", ".", "..") for segment in name.split("/")):
+                # A store's key is any string: `runs/../../x` would be written outside `dest`.
+                raise StorageError(f"refusing to download {self.path}/{name}: the key leaves its folder")
             target = dest / name
             if _same_file(target, info):
                 continue
@@ -263,7 +327,7 @@ class Location:
                     with open(local, "rb") as f:
                         while chunk := f.read(1 << 24):
                             sink.write(chunk)
-                publish(fs, target, copy)
+                publish(fs, target, copy, local.stat().st_size)
                 return fs.get_file_info(target).mtime
             mtime = self._call("upload to", upload)
             if mtime is not None:
@@ -284,39 +348,60 @@ def _same_file(local: Path, info: pafs.FileInfo) -> bool:
     return stat.st_size == info.size and same_time
 
 
-def publish(fs: pafs.FileSystem, path: str, write: Callable) -> None:
-    """Write a file so that readers see all of it or none: objects publish on completion; elsewhere write then rename."""
-    parent = path.rsplit("/", 1)[0]
+# The largest object pyarrow's move (a server-side copy) can copy on S3-like stores.
+SERVER_COPY_LIMIT = 5 * 1024 ** 3
+
+
+def publish(fs: pafs.FileSystem, path: str, write: Callable, size: int | None = None) -> None:
+    """Write a file so that readers see all of it or none, and a failed write leaves no file behind.
+
+    The bytes go to a temporary name beside the file, which is then moved over it: a rename on local
+    disks and HDFS, a server-side copy on object stores. (Written in place, an object store would
+    publish a half-written object: pyarrow completes the upload when a writer raises midway.)
+    Objects too large for a server-side copy (`size` above SERVER_COPY_LIMIT, only teacher-logit
+    data files, whose names are unique) are written in place and deleted if the writer raises.
+    """
+    parent, _, name = path.rpartition("/")
     if parent:
         fs.create_dir(parent, recursive=True)
-    if fs.type_name in OBJECT_STORE_TYPES:
-        with fs.open_output_stream(path) as sink:
-            write(sink)
-        return
-    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}.tmp"
+    if fs.type_name in OBJECT_STORE_TYPES and size is not None and size > SERVER_COPY_LIMIT:
+        target = path
+    else:
+        target = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
     try:
-        with fs.open_output_stream(tmp) as sink:
+        with fs.open_output_stream(target) as sink:
             write(sink)
-        fs.move(tmp, path)  # rename(2) on local disks and HDFS: atomic, replaces an existing file
+        if target != path:
+            fs.move(target, path)
     except BaseException:
         try:
-            fs.delete_file(tmp)
+            fs.delete_file(target)
         except Exception:
             pass
         raise
 
 
+RUN_LOCK_NAME = ".trial.lock"
+
+
 class LocalCopy:
     """A run folder to train in: the folder itself on POSIX storage, a fresh scratch copy on an object store.
 
-    `sync(names)` pushes files back to the store (nothing to do on POSIX storage); leaving the
-    `with` block removes the scratch copy, so scratch holds only runs in progress. A process that
-    never leaves the block (killed, or a Tune trial stopped mid-report) leaves its copy behind:
-    the next copy made on this machine removes every copy whose process is gone.
+    One process at a time trains in a run folder: entering takes the folder's lease (two search
+    trials that drew the same hyperparameters share a folder; the second waits for the first and
+    then finds the run finished). `sync(names)` pushes files back to the store (nothing to do on
+    POSIX storage); leaving the `with` block removes the scratch copy, so scratch holds only runs
+    in progress. A process that never leaves the block (killed, or a Tune trial stopped
+    mid-report) leaves its copy behind: the next copy made on this machine removes every copy
+    whose process is gone, and its lease is taken over once it is seen dead.
     """
 
-    def __init__(self, location: Location):
+    def __init__(self, location: Location, log: Callable[[str], None] = print):
+        from trainables.locks import Lease
+
         self.location = location
+        self.log = log
+        self.lease = Lease(location / RUN_LOCK_NAME, log=log, describe={"what": "training run"})
         if location.remote:
             # Named by its process so dead copies can be told apart (and by host, should a scratch be shared).
             attempt = f"{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
@@ -325,9 +410,17 @@ class LocalCopy:
             self.path = location.local_path
 
     def __enter__(self) -> "LocalCopy":
-        if self.location.remote:
-            remove_dead_copies(self.path.parent.parent)
-            self.location.fetch(self.path)
+        def waiting(state: str, holder: dict) -> None:
+            self.log(f"run {self.location}: another process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) "
+                     "trains it; waiting for it to finish")
+        self.lease.acquire(wait_for_live_holder=True, poll=2.0, on_wait=waiting)
+        try:
+            if self.location.remote:
+                remove_dead_copies(self.path.parent.parent)
+                self.location.fetch(self.path)
+        except BaseException:
+            self.lease.release()
+            raise
         return self
 
     def sync(self, names: Iterable[str]) -> None:
@@ -335,22 +428,25 @@ class LocalCopy:
             self.location.push(self.path, names)
 
     def __exit__(self, *exc) -> None:
-        if self.location.remote:
-            shutil.rmtree(self.path, ignore_errors=True)
-            try:
-                self.path.parent.rmdir()
-            except OSError:
-                pass
+        try:
+            if self.location.remote:
+                shutil.rmtree(self.path, ignore_errors=True)
+                try:
+                    self.path.parent.rmdir()
+                except OSError:
+                    pass
+        finally:
+            self.lease.release()
 
 
 def remove_dead_copies(runs: Path) -> None:
     """Remove this machine's scratch run copies whose process is gone (live ones, of any run, stay)."""
-    from trainables.teacher_cache import _pid_alive
+    from trainables.locks import pid_alive
 
     host = socket.gethostname()
     for attempt in runs.glob("*/*") if runs.is_dir() else []:
         pid, _, rest = attempt.name.partition("-")
-        if rest.rpartition("@")[2] != host or not pid.isdigit() or _pid_alive(int(pid)):
+        if rest.rpartition("@")[2] != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         shutil.rmtree(attempt, ignore_errors=True)
         try:
@@ -364,6 +460,8 @@ def local_folder(location: Location, keep: Callable[[str], bool] = lambda name: 
     if not location.remote:
         return location.local_path
     mirror = location.scratch("mirror")
+    hold_scratch(mirror)
+    prune_scratch(mirror.parent)
     location.fetch(mirror, keep)
     return mirror
 

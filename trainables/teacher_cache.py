@@ -21,11 +21,10 @@ Layout of a cache folder (`<teacher run>/logit_cache/<arch>-<key digest>/`):
   the teacher's mean test-set group probabilities (which a run reports) measured at build time;
 - `build.lock` while a build runs, `builds.log` (one JSON line per build: who, why, how long).
 
-Concurrency. Many trials may start together: exactly one builds, the others wait. The lock is a
-file created with O_CREAT | O_EXCL (portable to NFS and other shared POSIX folders); its holder
-rewrites its mtime every few seconds while it builds. A lock whose holder is a dead process on
-this host, or whose mtime has not moved for `stale_after` seconds of a waiter's own clock (no
-cross-host clock comparison), is broken. Correctness never depends on the lock: a build writes a
+Concurrency. Many trials may start together: exactly one builds, the others wait. The lock is
+an exclusive lease (trainables/locks.py: O_CREAT | O_EXCL, a heartbeat file, a holder judged
+dead by its pid and start time on its own machine or by `stale_after` seconds of heartbeat
+silence on a waiter's own clock elsewhere) and is broken when its holder is dead. Correctness never depends on the lock: a build writes a
 private temporary file, publishes it under a unique name with an atomic rename, and then
 atomically replaces the manifest that points at it; readers only follow the manifest. The lock
 only keeps the work from being done twice.
@@ -37,12 +36,10 @@ it is never used.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -51,6 +48,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from trainables.locks import Lease
 
 FORMAT = "ltkd-teacher-logits"
 FORMAT_VERSION = 1
@@ -226,130 +225,6 @@ def open_valid(folder: str | Path, key: Mapping[str, Any], shape: tuple[int, int
     return TeacherLogits(folder, manifest, data), "ok"
 
 
-# ----------------------------------------------------------------------------------- the lock
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError as exc:
-        return exc.errno != errno.ESRCH
-    return True
-
-
-class BuildLock:
-    """An O_CREAT | O_EXCL lock file with a heartbeat (its mtime) and stale-lock breaking."""
-
-    def __init__(self, path: Path, stale_after: float = 300.0, heartbeat: float = 5.0,
-                 log: Callable[[str], None] = lambda line: None):
-        self.path = Path(path)
-        self.stale_after = stale_after
-        self.heartbeat = heartbeat
-        self.log = log
-        self.token = uuid.uuid4().hex
-        self.held = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._seen: tuple[Any, int] | None = None  # (holder token, mtime) as last seen
-        self._seen_at = 0.0  # monotonic time it was first seen
-
-    def info(self) -> dict[str, Any] | None:
-        """The holder's record, {} when the lock exists but is not yet written, None when free."""
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            return {}
-
-    def try_acquire(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        record = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record))
-            f.flush()
-            os.fsync(f.fileno())
-        self.held = True
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._beat, name="teacher-cache-lock-heartbeat", daemon=True)
-        self._thread.start()
-        return True
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat):
-            try:
-                os.utime(self.path)
-            except FileNotFoundError:  # broken by someone who judged us stale: nothing to keep alive
-                return
-
-    def still_held(self) -> bool:
-        info = self.info()
-        return bool(info) and info.get("token") == self.token
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.held = False
-        if self.still_held():
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-
-    def break_if_stale(self) -> bool:
-        """Remove the lock when its holder is dead on this host or silent for `stale_after` seconds."""
-        info = self.info()
-        if info is None:
-            return False
-        try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return False
-        seen = (info.get("token"), mtime)
-        now = time.monotonic()
-        if seen != self._seen:
-            self._seen, self._seen_at = seen, now
-        reason = None
-        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
-            reason = f"its holder, pid {info['pid']} on this host, is dead"
-        elif now - self._seen_at > self.stale_after:
-            reason = f"no heartbeat for {now - self._seen_at:.0f} s"
-        if reason is None:
-            return False
-        tomb = self.path.with_name(f"{self.path.name}.stale.{uuid.uuid4().hex}")
-        try:
-            os.rename(self.path, tomb)
-        except FileNotFoundError:
-            return False
-        try:
-            moved = json.loads(tomb.read_text())
-        except (OSError, ValueError):
-            moved = {}
-        if moved.get("token") != info.get("token") or (info.get("token") is None and tomb.stat().st_mtime_ns != mtime):
-            # Someone replaced the stale lock with a fresh one between our look and our rename: put it back.
-            try:
-                os.link(tomb, self.path)
-            except OSError:
-                pass
-            tomb.unlink(missing_ok=True)
-            return False
-        tomb.unlink(missing_ok=True)
-        self.log(f"teacher logit cache: broke the stale build lock {self.path} ({reason})")
-        return True
-
-
 # ----------------------------------------------------------------------------------- building
 
 
@@ -421,7 +296,7 @@ def _build(folder: Path, key: Mapping[str, Any], shape: tuple[int, int, int], dt
            chunk_rows: int, reason: str, log: Callable[[str], None]) -> None:
     build_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     data_name = f"logits-{build_id}.bin"
-    tmp = folder / f".{data_name}.tmp"
+    tmp = folder / f".{data_name}.{uuid.uuid4().hex}.tmp"  # one name per writer
     started = time.perf_counter()
     try:
         with open(tmp, "wb") as f:
@@ -487,7 +362,8 @@ def open_or_build(folder: str | Path, key: Mapping[str, Any], shape: tuple[int, 
     folder.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(v) for v in shape)  # type: ignore[assignment]
     manifest_path = folder / MANIFEST_NAME
-    lock = BuildLock(folder / LOCK_NAME, stale_after=stale_after, heartbeat=heartbeat_seconds, log=log)
+    lock = Lease(folder / LOCK_NAME, stale_after=stale_after, heartbeat=heartbeat_seconds,
+                 log=lambda line: log(f"teacher logit cache: {line}"), describe={"what": "teacher logit cache build"})
     checked: tuple[Any, str] | None = None  # (manifest signature, why it is not usable)
     waiting_since = None
     while True:

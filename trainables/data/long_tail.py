@@ -1,26 +1,55 @@
 """Long-tailed subsampling of a balanced training set (LDAM-DRW convention, SPEC section 3)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def max_imbalance_factor(n_max: int) -> int:
+    """The largest imbalance factor that leaves the smallest class an image: int(n_max / gamma) >= 1."""
+    return int(n_max)
+
+
+def imbalance_factor_problem(imbalance_factor, n_max: int, dataset: str | None = None) -> str | None:
+    """What is wrong with `imbalance_factor` for a largest class of `n_max` images, or None.
+
+    The text continues a subject ("imbalance factor ", "--imbalance-factor ", ...): it must be a
+    finite number >= 1 and at most n_max, so that the smallest class keeps int(n_max / gamma) >= 1 images.
+    """
+    if isinstance(imbalance_factor, bool) or not isinstance(imbalance_factor, (int, float)):
+        return f"must be a number, got {imbalance_factor!r}"
+    if not imbalance_factor >= 1:  # also NaN
+        return f"must be >= 1 (1 = balanced, 100 = head class 100x the tail), got {imbalance_factor}"
+    largest = max_imbalance_factor(n_max)
+    where = f" for {dataset}" if dataset else ""
+    if not math.isfinite(imbalance_factor):
+        return f"must be a finite number, got {imbalance_factor}; the largest allowed{where} is {largest}"
+    if imbalance_factor > largest:
+        return (f"must be at most {largest}{where} (its largest class has {n_max} images, so a factor of "
+                f"{imbalance_factor:g} leaves the smallest class none), got {imbalance_factor:g}")
+    return None
 
 
 def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float) -> list[int]:
     """Per-class image counts, class 0 largest: n_i = int(n_max * (1/gamma)^(i/(C-1))).
 
     CIFAR-100 (n_max 500) gives 10,847 / 15,907 / 19,573 images for factors 100 / 20 / 10.
+    Every class keeps at least one image: gamma must be finite, >= 1 and at most n_max.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if n_max < 1:
         raise ValueError(f"n_max must be >= 1, got {n_max}")
-    if not imbalance_factor >= 1:
-        raise ValueError(
-            f"imbalance factor must be >= 1 (1 = balanced, 100 = head class 100x the tail), got {imbalance_factor}"
-        )
+    problem = imbalance_factor_problem(imbalance_factor, n_max)
+    if problem:
+        raise ValueError(f"imbalance factor {problem}")
     if num_classes == 1:
         return [int(n_max)]
+    # The floor tolerates round-off where the exact count is a whole number: n_max * (1/gamma) at
+    # gamma = n_max is 1, but 49 * (1/49) evaluates to 0.9999999999999999.
     return [
-        int(n_max * (1.0 / imbalance_factor) ** (i / (num_classes - 1)))
+        int(n_max * (1.0 / imbalance_factor) ** (i / (num_classes - 1)) + 1e-9)
         for i in range(num_classes)
     ]
 

@@ -124,10 +124,124 @@ def _cifar_root(root):
     return _find_folder(root, "cifar-100-python", ("train", "test", "meta"), "cifar100", CIFAR_LAYOUT)
 
 
+# Loading a pickle runs whatever code it names, and a dataset folder may be anyone's: CIFAR pickles
+# load only containers, bytes, str, numbers and numeric numpy arrays. numpy's own rebuild functions
+# are never handed to the pickle (np.ndarray(shape, object, buffer=...) alone makes an object array
+# over arbitrary memory): stand-ins collect their arguments, and the arrays are made here with
+# np.frombuffer from raw bytes and a checked dtype.
+PLAIN_DTYPE_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex numbers
+
+
+class _RefusedPickle(pickle.UnpicklingError):
+    pass
+
+
+def _text(value):
+    # Python 2 pickles (the real CIFAR files) read with encoding="bytes" give their strings as bytes.
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class _PickledDtype:
+    """Stands in for `numpy.dtype(spec, align, copy)` and its pickled state."""
+
+    def __init__(self, spec, align=False, copy=False):
+        self.spec, self.byteorder = spec, "|"
+
+    def __setstate__(self, state):
+        # (version, byteorder, subarray, names, fields, ...): a plain dtype has no subarray and no fields.
+        if not isinstance(state, tuple) or len(state) < 5 or any(part is not None for part in state[2:5]):
+            raise _RefusedPickle("a structured numpy dtype")
+        self.byteorder = _text(state[1])
+
+    def resolve(self) -> np.dtype:
+        spec = _text(self.spec)
+        if not isinstance(spec, str) or self.byteorder not in ("<", ">", "=", "|"):
+            raise _RefusedPickle(f"numpy dtype {self.spec!r}")
+        dtype = np.dtype(spec).newbyteorder(self.byteorder)
+        if dtype.kind not in PLAIN_DTYPE_KINDS:
+            raise _RefusedPickle(f"numpy dtype {dtype}")
+        return dtype
+
+
+class _PickledArray:
+    """Stands in for the ndarray that `_reconstruct` starts and `__setstate__` fills (pickle protocols < 5)."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise _RefusedPickle("an ndarray state")
+        _version, shape, dtype, fortran, raw = state
+        self.array = _array(raw, dtype, shape, "F" if fortran else "C")
+
+
+def _reconstruct(subtype, shape, spec) -> _PickledArray:
+    if subtype is not _PickledArray:
+        raise _RefusedPickle("an ndarray subclass")
+    return _PickledArray()
+
+
+def _frombuffer(buffer, dtype, shape, order) -> np.ndarray:
+    """How pickle protocol 5 rebuilds an array."""
+    return _array(buffer, dtype, shape, order)
+
+
+def _array(raw, dtype, shape, order) -> np.ndarray:
+    if not isinstance(dtype, _PickledDtype):
+        raise _RefusedPickle("an ndarray without a numpy dtype")
+    plain = dtype.resolve()
+    if not isinstance(raw, (bytes, bytearray)):
+        raise _RefusedPickle(f"an ndarray of {plain} not stored as raw bytes")
+    return np.frombuffer(raw, plain).reshape(shape, order=order)
+
+
+def _latin1_bytes(text, encoding) -> bytes:
+    """How Python 3 writes bytes at pickle protocols < 3: `_codecs.encode(text, "latin1")`."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _RefusedPickle("_codecs.encode of something other than bytes")
+    return text.encode("latin-1")
+
+
+# numpy >= 2 names its modules numpy._core, older ones (and the real CIFAR files) numpy.core.
+_PICKLE_GLOBALS = {
+    ("_codecs", "encode"): _latin1_bytes,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): _PickledArray,
+    ("numpy", "dtype"): _PickledDtype,
+}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise _RefusedPickle(f"{module}.{name}") from None
+
+
+def _unwrap(value):
+    """`value` with every array stand-in replaced by its array."""
+    if isinstance(value, _PickledArray):
+        if value.array is None:
+            raise _RefusedPickle("an ndarray without data")
+        return value.array
+    if isinstance(value, dict):
+        return {key: _unwrap(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unwrap(item) for item in value)
+    return value
+
+
 def _read_cifar_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _unwrap(_PlainUnpickler(f, encoding="bytes").load())
+    except _RefusedPickle as exc:
+        raise DatasetLayoutError(f"cifar100: {path} holds objects other than plain data ({exc}) and was refused "
+                                 f"(loading it could run code); expected {CIFAR_LAYOUT}") from None
     except Exception as exc:  # truncated or foreign file
         raise DatasetLayoutError(f"cifar100: cannot read {path} as a CIFAR pickle ({exc}); expected {CIFAR_LAYOUT}") from None
 
@@ -262,6 +376,9 @@ DIGITS_SIZE = 16
 
 DIGITS_TEST_PER_CLASS = 50
 DIGITS_SPLIT_SEED = 20240601
+# Training images of the rarest digit (8: 174 in scikit-learn's set) after the test split: the
+# n_max that target_counts derives from the data, known here so configs are checked without loading it.
+DIGITS_N_MAX = 174 - DIGITS_TEST_PER_CLASS
 
 
 def _digits_root(root):
@@ -340,6 +457,14 @@ def target_counts(spec: DatasetSpec, source_train_labels: np.ndarray, imbalance_
         empty = [c for c in range(num_classes) if available[c] == 0]
         raise DatasetLayoutError(f"{spec.name}: classes {empty[:5]} have no training images; expected {spec.layout}")
     return long_tail_counts(n_max, num_classes, imbalance_factor)
+
+
+def nominal_n_max(spec: DatasetSpec) -> int:
+    """Images of the largest class of the long-tailed profile of a complete copy of the dataset.
+
+    It bounds the imbalance factor: int(n_max / factor) >= 1 keeps an image in the smallest class.
+    """
+    return DIGITS_N_MAX if spec.name == "digits" else int(spec.n_max)
 
 
 def check_root(name: str, root: str | Path | None) -> None:

@@ -24,7 +24,8 @@ def _number(text: str) -> float:
 def cmd_data_describe(args: argparse.Namespace) -> int:
     from orchestrator.describe import describe_dataset
 
-    print(describe_dataset(args.dataset, args.root, args.imbalance_factor, args.groups))
+    print(describe_dataset(args.dataset, args.root, args.imbalance_factor, args.groups,
+                           validation_per_class=args.validation_per_class))
     return 0
 
 
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--imbalance-factor", type=_number, required=True,
                           help="ratio of the largest to the smallest class (gamma), >= 1")
     describe.add_argument("--groups", type=int, default=3, help="number of class groups (default 3: head/medium/tail)")
+    describe.add_argument("--validation-per-class", type=int, default=None,
+                          help="images per class held out for validation (default: the dataset's; 0: the paper's counts)")
     describe.set_defaults(handler=cmd_data_describe)
 
     for module_name in COMMAND_MODULES:

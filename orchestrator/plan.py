@@ -3,12 +3,19 @@
 Pure planning: nothing here starts Ray or trains. Every run's folder is named by a hash of its
 resolved configuration, so the same run always lands in the same folder: a finished run is
 found there and never trained again, and an interrupted one resumes from its last checkpoint.
+
+The protocol (orchestrator/sweep_config.py): teachers train for every teacher seed; search
+trials train with the search seed and the first teacher seed; finals train every seed in `seeds`
+with the chosen hyperparameters, each from its teacher (`SweepConfig.teacher_seed_for`). Every
+run of a dataset entry carries the same validation_per_class, so a student's validation images
+are held out of its teacher's training set too.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +52,7 @@ class Setting:
     imbalance_factor: float
     teacher_arch: str
     student_arch: str
+    validation_per_class: int = 0  # resolved for the dataset entry and the sweep's selection
 
     @property
     def key(self) -> str:
@@ -53,7 +61,11 @@ class Setting:
 
 @dataclass(frozen=True)
 class Cell:
-    """One search or baseline: a method entry in one setting. Its Optuna study is named after it."""
+    """One search or baseline: a method entry in one setting. Its Optuna study is named after it.
+
+    `entry.search` is the search the entry gets (SweepConfig.search_for: its own, the equal budget
+    of search_baselines, or None), never the raw `false` / absent of the config.
+    """
 
     setting: Setting
     entry: MethodEntry
@@ -76,6 +88,8 @@ class PlannedRun:
     study: str | None = None
     optuna_trial: int | None = None
     teacher_dir: Location | None = None
+    teacher_seed: int | None = None  # None: a teacher run, or a method without a teacher
+    search_trials: int = 0  # Optuna trials the cell's search runs to choose this configuration; 0 = fixed
 
     def trial_config(self, config: SweepConfig) -> dict[str, Any]:
         """What the Tune trainable receives (plain, picklable values)."""
@@ -85,27 +99,33 @@ class PlannedRun:
             "teacher_dir": self.teacher_dir.uri if self.teacher_dir else None,
             "resolved_run": self.run.resolved().to_dict(), "study": self.study, "optuna_trial": self.optuna_trial,
             "cpus": config.resources.cpus_per_trial, "gpus": config.resources.gpus_per_trial,
+            # The protocol, recorded with every result (contract item 4).
+            "selection": config.selection, "teacher_seed": self.teacher_seed, "search_trials": self.search_trials,
+            "objective_metric": config.objective_metric,
         }
 
 
 def settings(config: SweepConfig) -> list[Setting]:
-    return [Setting(d.name, d.root, float(f), p.teacher, p.student)
+    return [Setting(d.name, d.root, float(f), p.teacher, p.student, config.validation_per_class_for(d))
             for d in config.datasets for f in d.imbalance_factors for p in config.pairs]
 
 
 def cells(config: SweepConfig) -> list[Cell]:
-    return [Cell(s, entry) for s in settings(config) for entry in config.methods]
+    """Every (setting, method entry), each entry carrying the search it gets (see Cell)."""
+    entries = [dataclasses.replace(entry, search=config.search_for(entry)) for entry in config.methods]
+    return [Cell(s, entry) for s in settings(config) for entry in entries]
 
 
-def _common(config: SweepConfig, dataset: str, root: str | None, factor: float) -> dict[str, Any]:
-    return dict(dataset=dataset, root=root, imbalance_factor=factor, data_seed=config.data_seed,
-                batch_size=config.batch_size, device=config.device, progress=False,
-                teacher_cache=config.teacher_cache)
+def _common(config: SweepConfig, setting: Setting) -> dict[str, Any]:
+    return dict(dataset=setting.dataset, root=setting.root, imbalance_factor=setting.imbalance_factor,
+                data_seed=config.data_seed, validation_per_class=setting.validation_per_class,
+                batch_size=config.batch_size, device=config.device, progress=False, teacher_cache=config.teacher_cache)
 
 
-def teacher_run(config: SweepConfig, dataset: str, root: str | None, factor: float, arch: str, seed: int) -> PlannedRun:
+def teacher_run(config: SweepConfig, setting: Setting, seed: int) -> PlannedRun:
     """Teachers live beside the sweeps on the same storage, so later sweeps reuse them."""
-    run = RunConfig(**_common(config, dataset, root, factor), role="teacher", arch=arch, method="ce", seed=seed,
+    dataset, factor, arch = setting.dataset, setting.imbalance_factor, setting.teacher_arch
+    run = RunConfig(**_common(config, setting), role="teacher", arch=arch, method="ce", seed=seed,
                     epochs=config.teacher_epochs)
     name = f"{dataset}-if{factor:g}-{arch}-seed{seed}-{run_hash(run)}"
     return PlannedRun(trial_id=f"teacher/{name}", stage="teacher", cell=f"{dataset}/if{factor:g}/{arch}",
@@ -113,22 +133,25 @@ def teacher_run(config: SweepConfig, dataset: str, root: str | None, factor: flo
 
 
 def teacher_runs(config: SweepConfig) -> list[PlannedRun]:
+    """One teacher per (setting's dataset, factor, teacher architecture, validation split) and teacher seed."""
     planned = {}
     for s in settings(config):
-        for seed in config.seeds:
-            run = teacher_run(config, s.dataset, s.root, s.imbalance_factor, s.teacher_arch, seed)
+        for seed in config.teacher_seeds:
+            run = teacher_run(config, s, seed)
             planned[run.trial_id] = run
     return list(planned.values())
 
 
 def student_run(config: SweepConfig, cell: Cell, seed: int, hparams: dict[str, Any], stage: str,
                 study: str | None = None, optuna_trial: int | None = None) -> PlannedRun:
+    """A student of `cell` trained with `seed`: a search trial (stage "search") or a final run."""
     s = cell.setting
-    teacher_dir = None
+    teacher_dir = teacher_seed = None
     if cell.entry.method != "ce":
-        teacher_dir = teacher_run(config, s.dataset, s.root, s.imbalance_factor, s.teacher_arch, seed).run_dir
+        teacher_seed = config.teacher_seed_for(None if stage == "search" else seed)
+        teacher_dir = teacher_run(config, s, teacher_seed).run_dir
     # The teacher is named by its path on the storage (no URI options: they are not part of a run's identity).
-    run = RunConfig(**_common(config, s.dataset, s.root, s.imbalance_factor), role="student", arch=s.student_arch,
+    run = RunConfig(**_common(config, s), role="student", arch=s.student_arch,
                     method=cell.entry.method, hparams={**cell.entry.hparams, **hparams},
                     teacher=str(teacher_dir) if teacher_dir else None,
                     teacher_arch=s.teacher_arch, seed=seed, epochs=config.student_epochs)
@@ -137,4 +160,24 @@ def student_run(config: SweepConfig, cell: Cell, seed: int, hparams: dict[str, A
     trial = f"t{optuna_trial}-" if optuna_trial is not None else ""
     return PlannedRun(trial_id=f"{stage}/{cell.key}/{trial}seed{seed}-{digest}", stage=stage, cell=cell.key, run=run,
                       run_dir=sweep_dir(config) / "runs" / slug(cell.key) / f"seed{seed}-{digest}",
-                      study=study, optuna_trial=optuna_trial, teacher_dir=teacher_dir)
+                      study=study, optuna_trial=optuna_trial, teacher_dir=teacher_dir, teacher_seed=teacher_seed,
+                      search_trials=cell.entry.search.n_trials if cell.entry.search is not None else 0)
+
+
+def search_run(config: SweepConfig, cell: Cell, hparams: dict[str, Any], study: str | None,
+               optuna_trial: int | None) -> PlannedRun:
+    """One search trial's run: the search seed (never a final seed) and the first teacher seed."""
+    return student_run(config, cell, config.search_seed, hparams, "search", study=study, optuna_trial=optuna_trial)
+
+
+def final_runs(config: SweepConfig, best: dict[str, dict[str, Any]]) -> list[PlannedRun]:
+    """Every cell with every seed in `seeds`, at its chosen hyperparameters (`best` by cell key; else its hparams).
+
+    A final run never shares a run folder with a search trial: search trials train with
+    search_seeds, which validate keeps disjoint from seeds, and the seed is part of a run's
+    identity (its folder's hash). So a final result is a fresh draw with the chosen
+    hyperparameters, never the search's own best draw reused (the max of n test- or
+    validation-selected draws would be biased upward).
+    """
+    return [student_run(config, cell, seed, best.get(cell.key, {}), "final")
+            for cell in cells(config) for seed in config.seeds]

@@ -14,6 +14,9 @@ def sweep_status(folder: str | Path) -> str:
     config = load_sweep_folder(folder)
     folder = sweep_dir(config)
     lines = [f"sweep {config.name}: {folder}"]
+    lines.append(f"protocol: selection {config.selection} (searches maximise {config.objective_metric}), search seed "
+                 f"{config.search_seed}, final seeds {', '.join(map(str, config.seeds))}, teacher seeds "
+                 f"{', '.join(map(str, config.teacher_seeds))}")
     lines.append(driver_state(folder))
 
     teachers = teacher_runs(config)
@@ -31,10 +34,11 @@ def sweep_status(folder: str | Path) -> str:
         ended = sum(counts.values())
         lines.append(f"{stage}: {ended}/{planned} trials ended ({counts.get('completed', 0)} completed, "
                      f"{counts.get('early_stopped', 0)} early-stopped, {counts.get('errored', 0)} errored)")
-        if stage == "search" and len(stage_records):
-            best = stage_records[stage_records["status"] == "completed"].groupby("cell")[config.objective].max()
-            for cell, value in best.items():
-                lines.append(f"  best {config.objective} {value:6.2f}  {cell}")
+        metric = config.objective_metric  # what the searches maximise: never a test metric with selection "val"
+        if stage == "search" and len(stage_records) and metric in stage_records:
+            best = stage_records[stage_records["status"] == "completed"].groupby("cell")[metric].max()
+            for cell, value in best.dropna().items():
+                lines.append(f"  best {metric} {value:6.2f}  {cell}")
     return "\n".join(lines)
 
 

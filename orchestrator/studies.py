@@ -5,6 +5,10 @@ through ask/tell: a trial is asked when Tune has room for it and told once when 
 study lives in its own storage, so a resumed sweep reconciles it with what the run folders
 hold: a trial that finished while no driver was listening is told its final value; one that
 was interrupted is launched again with the same hyperparameters and resumes from its checkpoint.
+
+What a trial is worth is read in one place, `trial_value`, from the run's own metrics history,
+as the metric `SweepConfig.objective_metric` names: with selection "val" the validation split's,
+so a search never reads a test metric.
 """
 from __future__ import annotations
 
@@ -18,11 +22,12 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator.plan import Cell, PlannedRun, student_run
+from orchestrator.plan import Cell, PlannedRun, search_run
 from orchestrator.sweep_config import SweepConfig
 from search_spaces import get_space
 from trainables.data.sources import DATASETS
 from trainables.engine import METRICS_NAME, parse_metrics
+from trainables.errors import UserError
 from trainables.storage import Location, hold_scratch, prune_scratch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -107,6 +112,25 @@ def run_outcome(run_dir: Location, epochs: int) -> dict[str, Any] | None:
     return None
 
 
+class MissingObjectiveError(UserError):
+    pass
+
+
+def trial_value(metrics: dict[str, Any], metric: str) -> float:
+    """A search trial's value: `metric` of its last epoch (`metrics`: that epoch's row of the history).
+
+    The only place a search reads a result. A run without the metric (no validation split, or a run
+    written before val_* metrics existed) is an error, never a silent fall-back to a test metric.
+    """
+    value = metrics.get(metric)
+    if value is None:
+        raise MissingObjectiveError(
+            f"the search metric '{metric}' is missing from epoch {metrics.get('epoch', '?')} of a search trial "
+            f"(it has: {', '.join(sorted(k for k, v in metrics.items() if v is not None))}); with selection "
+            "\"val\" every run needs a validation split (validation_per_class >= 1)")
+    return float(value)
+
+
 @dataclass
 class CellSearch:
     """The search of one cell: asks new trials until n_trials have ended, resumes interrupted ones."""
@@ -133,11 +157,17 @@ class CellSearch:
 
     @property
     def objective(self) -> str:
-        return self.config.objective
+        """The metric this search maximises (SweepConfig.objective_metric: val_* with selection "val")."""
+        return self.config.objective_metric
 
     def planned(self, number: int, hparams: dict[str, Any]) -> PlannedRun:
-        return student_run(self.config, self.cell, self.config.seeds[0], hparams, "search",
-                           study=self.study.study_name, optuna_trial=number)
+        return search_run(self.config, self.cell, hparams, study=self.study.study_name, optuna_trial=number)
+
+    def value_of(self, run: PlannedRun, reported: dict | None = None) -> float:
+        """The trial's value from the run's metrics history (its last epoch); `reported` (Tune's last
+        result) only when the history cannot be read."""
+        outcome = run_outcome(run.run_dir, run.run.resolved().epochs)
+        return trial_value(outcome if outcome is not None else (reported or {}), self.objective)
 
     def reconcile(self) -> list[tuple[PlannedRun, dict]]:
         """Tell finished-but-untold trials; queue interrupted ones. Returns (run, final metrics) told now."""
@@ -150,7 +180,7 @@ class CellSearch:
             run = self.planned(frozen.number, hparams)
             outcome = run_outcome(run.run_dir, run.run.resolved().epochs)
             if outcome is not None:
-                self.study.tell(frozen.number, outcome[self.objective], skip_if_finished=True)
+                self.study.tell(frozen.number, trial_value(outcome, self.objective), skip_if_finished=True)
                 told.append((run, outcome))
             else:
                 self.to_resume.append(run)
@@ -185,16 +215,22 @@ class CellSearch:
         if trial is not None:
             trial.report(value, epoch)
 
-    def finish(self, number: int, result: dict | None, error: bool, epochs: int) -> str:
-        """Tell Optuna how the trial ended; returns the results status."""
+    def finish(self, number: int, result: dict | None, error: bool, run: PlannedRun) -> str:
+        """Tell Optuna how the trial ended (its value from the run's metrics history); returns the results status."""
         self.live.pop(number, None)
         if error or not result:
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
             return "errored"
-        if result.get("epoch", 0) < epochs:  # stopped early by ASHA
+        if result.get("epoch", 0) < run.run.resolved().epochs:  # stopped early by ASHA
             self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
             return "early_stopped"
-        self.study.tell(number, result[self.objective], skip_if_finished=True)
+        try:
+            value = self.value_of(run, result)
+        except MissingObjectiveError as exc:
+            print(f"search: {self.cell.key} trial {number}: {exc}")
+            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            return "errored"
+        self.study.tell(number, value, skip_if_finished=True)
         return "completed"
 
     def best_hparams(self) -> dict[str, Any] | None:

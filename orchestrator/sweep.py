@@ -1,10 +1,12 @@
 """The sweep driver: plans the stages and launches them on Ray Tune. It trains nothing itself.
 
 Stage 1 trains the teachers (reusing any already trained on the same storage), stage 2 runs
-every cell's Optuna search at the same time, stage 3 re-runs each cell's best configuration
-(or a baseline's defaults) with every seed. Everything a stage needs to know about earlier work
-is read back from the run folders, the Optuna journal and the Parquet results, so `ltkd resume`
-(or running the same config again) continues where a killed driver stopped.
+every cell's Optuna search at the same time (with the search seed, on the metric
+`SweepConfig.objective_metric` names), stage 3 trains each cell's best configuration (or a
+baseline's defaults) with every final seed, in run folders no search trial uses. Everything a
+stage needs to know about earlier work is read back from the run folders, the Optuna journal and
+the Parquet results, so `ltkd resume` (or running the same config again) continues where a killed
+driver stopped.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.plan import (JOURNAL_FILE, SWEEP_FILE, PlannedRun, cells, storage_root, student_run, sweep_dir,
+from orchestrator.plan import (JOURNAL_FILE, SWEEP_FILE, PlannedRun, cells, final_runs, storage_root, sweep_dir,
                               teacher_runs)
 from orchestrator.studies import CellSearch, open_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
@@ -81,7 +83,14 @@ def load_sweep_folder(folder: str | Path) -> SweepConfig:
             raise SweepError(f"{location} does not exist; pass a sweep folder (storage/name) made by `ltkd sweep`")
         raise SweepError(f"{location} is not a sweep folder (no {SWEEP_FILE}); pass the folder `ltkd sweep` created")
     try:
-        config = parse_config(json.loads(text))
+        values = json.loads(text)
+        if isinstance(values, dict) and "selection" not in values:
+            # Written before the comparison protocol: its runs were planned under other rules (search
+            # trials reused as finals, test-set selection), which this version does not plan.
+            raise SweepError(f"{location / SWEEP_FILE} was written by a version without the comparison protocol "
+                             "(no 'selection' key): its runs cannot be continued; start a new sweep (another name), "
+                             "with selection = \"test\" to reproduce the paper's protocol")
+        config = parse_config(values)
     except (ValueError, ConfigError) as exc:
         raise SweepError(f"{location / SWEEP_FILE} cannot be read ({exc})") from None
     if sweep_dir(config) != location:
@@ -208,7 +217,7 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, p
         if status == "early_stopped" and trial:
             _write_record(trial, "early_stopped", started)
 
-    progress = Progress(stage, total, config.objective, on_trial_end=on_end)
+    progress = Progress(stage, total, config.objective_metric, on_trial_end=on_end)
     resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
     ray_folder = sweep_dir(config) / "ray"
     # Ray keeps its experiment state and trial logs on the same storage, object stores included.
@@ -217,7 +226,7 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, p
         tune.with_resources(lambda spec: run_trial(spec["trial"]), resources),
         param_space=param_space or {},
         tune_config=tune.TuneConfig(num_samples=1 if search_alg is None else total, search_alg=search_alg,
-                                    scheduler=scheduler, metric=config.objective if scheduler else None,
+                                    scheduler=scheduler, metric=config.objective_metric if scheduler else None,
                                     mode="max" if scheduler else None),
         run_config=tune.RunConfig(
             name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=ray_path, storage_filesystem=filesystem,
@@ -264,7 +273,8 @@ def _search_stage(config: SweepConfig, verbose: bool) -> tuple[dict[str, dict], 
             _ensure_record(run, config)
     total = sum(search.remaining() for search in searches)
     done = sum(search.ended() for search in searches)
-    print(f"search: {len(searches)} cells, {done} trials already ended, {total} to run")
+    print(f"search: {len(searches)} cells, {done} trials already ended, {total} to run (maximising "
+          f"{config.objective_metric}, search seed {config.search_seed})")
     errors = 0
     if total:
         scheduler = None
@@ -310,9 +320,8 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
                 raise SweepError(f"{errors} teacher runs failed after {config.max_retries} retries; see their logs "
                                  f"under {folder / 'ray'}, fix the cause and `ltkd resume {shlex.quote(folder.uri)}`")
             best, search_errors = _search_stage(config, verbose)
-            finals = [student_run(config, cell, seed, best.get(cell.key, {}), "final")
-                      for cell in cells(config) for seed in config.seeds]
-            final_errors = _run_grid(config, "final", finals, verbose)
+            # Finals train every seed in `seeds`: fresh runs, never a search trial's (plan.final_runs).
+            final_errors = _run_grid(config, "final", final_runs(config, best), verbose)
         finally:
             import ray
 

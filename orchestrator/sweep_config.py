@@ -2,6 +2,19 @@
 
 Every key is checked: an unknown key or an impossible value is an error that names the key
 (`methods[2].search.n_trials must be >= 1, got 0`).
+
+The comparison protocol (issue 13) lives here too, each rule in one place:
+- `selection` ("val", the default, or "test", the paper's protocol): what searches maximise,
+  `SweepConfig.objective_metric` ("val_" + objective, or objective itself);
+- `search_seeds` (default one seed not in `seeds`): the seed(s) search trials train with, so a
+  final run is never a search trial reused;
+- `teacher_seeds` (default [0]: one teacher per setting serves every student seed; equal to
+  `seeds`: paired one to one), `SweepConfig.teacher_seed_for`;
+- `search_baselines` (default true): every method entry with a search space and no `search` key
+  gets the searched entries' n_trials, `SweepConfig.search_for`; `search = false` keeps an
+  entry at its defaults;
+- per dataset entry `validation_per_class` (default: the dataset's own with selection "val", 0
+  with "test"), `SweepConfig.validation_per_class_for`.
 """
 from __future__ import annotations
 
@@ -27,6 +40,9 @@ class DatasetEntry:
     name: str
     root: str | None = None
     imbalance_factors: list[float] = field(default_factory=lambda: [100.0])
+    # Balanced validation images per class, held out of the training pool before the long-tailed
+    # subsample. None: the dataset's default with selection "val", 0 (no split) with "test".
+    validation_per_class: int | None = None
 
 
 @dataclass
@@ -47,7 +63,11 @@ class MethodEntry:
     method: str
     name: str | None = None  # label of this entry (default: the method); lets one config run LTKD variants
     hparams: dict[str, Any] = field(default_factory=dict)  # fixed hyperparameters over the defaults
-    search: SearchEntry | None = None  # None: run at the defaults (+ hparams)
+    # What the config says, kept as written so sweep.json round-trips: a search table (searched);
+    # false (`search = false`: never searched, the defaults + hparams); None (no `search` key:
+    # searched with the searched entries' budget when search_baselines is on, see
+    # SweepConfig.search_for, else run at the defaults + hparams).
+    search: SearchEntry | bool | None = None
 
     @property
     def label(self) -> str:
@@ -85,15 +105,94 @@ class SweepConfig:
     resources: ResourcesEntry = field(default_factory=ResourcesEntry)
     device: str = "auto"
     teacher_cache: str = "on"  # teacher-logit cache for logit students: on, auto or off (see RunConfig)
+    selection: str = "val"  # val: searches maximise the validation metric; test: the test metric (the paper's)
+    search_seeds: list[int] | None = None  # None: [max(seeds) + 1], a seed no final run uses
+    teacher_seeds: list[int] = field(default_factory=lambda: [0])  # one seed for all, or equal to seeds
+    search_baselines: bool = True  # method entries without a `search` key get the searched entries' n_trials
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    # ------------------------------------------------------------------ the protocol, in one place
+
+    @property
+    def objective_metric(self) -> str:
+        """The metric every search reads (Optuna's value, the best trial, ASHA, progress, status).
+
+        With selection "val" it is the validation split's ("val_acc" for objective "acc"): a search
+        never reads a test metric. With "test" it is the test metric itself (the paper's protocol).
+        """
+        return f"val_{self.objective}" if self.selection == "val" else self.objective
+
+    @property
+    def search_seed_list(self) -> list[int]:
+        """The seeds search trials train with: `search_seeds`, or one seed that no final run uses."""
+        if self.search_seeds is not None:
+            return list(self.search_seeds)
+        return [max(self.seeds) + 1]
+
+    @property
+    def search_seed(self) -> int:
+        """The one seed of every search trial (validate allows exactly one)."""
+        return self.search_seed_list[0]
+
+    def teacher_seed_for(self, seed: int | None) -> int:
+        """The teacher seed a student of `seed` distils from (None: a search trial).
+
+        teacher_seeds equal to seeds pairs them one to one; otherwise (one teacher seed) the first
+        teacher seed serves every student. Search trials always use the first teacher seed.
+        """
+        if seed is not None and sorted(self.teacher_seeds) == sorted(self.seeds) and seed in self.teacher_seeds:
+            return seed
+        return self.teacher_seeds[0]
+
+    def validation_per_class_for(self, entry: DatasetEntry) -> int:
+        if entry.validation_per_class is not None:
+            return entry.validation_per_class
+        return default_validation_per_class(entry.name) if self.selection == "val" else 0
+
+    def baseline_trials(self) -> int | None:
+        """The budget search_baselines gives: the most n_trials of any explicitly searched entry."""
+        explicit = [m.search.n_trials for m in self.methods if isinstance(m.search, SearchEntry)]
+        return max(explicit) if explicit else None
+
+    def search_for(self, entry: MethodEntry) -> SearchEntry | None:
+        """The search an entry gets, or None (run at its defaults + hparams).
+
+        An explicit search table is used as written; `search = false` is never searched. An entry
+        without a `search` key is searched, when search_baselines is on and its method has a search
+        space, with the budget of the explicitly searched entries (equal budgets) over the method's
+        default space, its own fixed hparams held fixed (an ablation stays an ablation).
+        """
+        if isinstance(entry.search, SearchEntry):
+            return entry.search
+        if entry.search is not None or not self.search_baselines:
+            return None
+        budget = self.baseline_trials()
+        if budget is None or not has_search_space(entry.method):
+            return None
+        return SearchEntry(n_trials=budget, space=dict(entry.hparams))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 OBJECTIVES = ("acc", "acc_head", "acc_medium", "acc_tail")
+SELECTIONS = ("val", "test")
+
+
+def default_validation_per_class(dataset: str) -> int:
+    """The dataset's default validation split size (DatasetSpec.validation_per_class: cifar100 50,
+    tinyimagenet 50, imagenet 20, digits 10)."""
+    from trainables.data.sources import get_dataset
+
+    return int(get_dataset(dataset).validation_per_class)
+
+
+def has_search_space(method: str) -> bool:
+    from search_spaces import SPACES
+
+    return method in SPACES
 
 # ---------------------------------------------------------------------------------------------- parsing
 
@@ -139,6 +238,9 @@ def _typed(value: Any, hint: Any, path: str) -> Any:
             return None
         if len(options) == 1:
             return _typed(value, options[0], path)
+        tables = [o for o in options if dataclasses.is_dataclass(o)]
+        if isinstance(value, dict) and len(tables) == 1:  # a table for an entry: its own errors name the key
+            return _typed(value, tables[0], path)
         for option in options:
             try:
                 return _typed(value, option, path)
@@ -189,8 +291,8 @@ def _build(cls, values: Any, where: str):
     kwargs = {}
     for name, value in values.items():
         path = f"{where}.{name}" if where else name
-        if name == "search" and cls is MethodEntry and isinstance(value, bool):
-            value = {} if value else None  # search = true: the default space; false: no search
+        if name == "search" and cls is MethodEntry and value is True:
+            value = {}  # search = true: the default space (search = false stays false: never searched)
         kwargs[name] = _typed(value, hints[name], path)
     missing = [f.name for f in fields(cls) if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -275,7 +377,7 @@ def check_storage(value: Any, key: str = "storage") -> None:
 def validate(config: SweepConfig) -> None:
     """Every impossible value, named by its key. Touches no file and starts nothing."""
     from search_spaces import get_space
-    from trainables.config import check_device, check_imbalance_factor
+    from trainables.config import check_device
     from trainables.data.sources import DATASETS
     from trainables.distillers import get_method
     from trainables.models import MODELS
@@ -306,6 +408,7 @@ def validate(config: SweepConfig) -> None:
              f"{key} must be an integer >= 1, got {value!r}")
     need(config.teacher_cache in ("auto", "on", "off"), f"teacher_cache must be on, auto or off, got {config.teacher_cache!r}")
     need(config.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
+    _validate_protocol(config, need)
     need(isinstance(config.max_retries, int) and config.max_retries >= 0, f"max_retries must be >= 0, got {config.max_retries!r}")
     need(isinstance(config.scheduler.asha, bool), "scheduler.asha must be true or false")
     need(isinstance(config.scheduler.grace_period, int) and config.scheduler.grace_period >= 1,
@@ -325,8 +428,7 @@ def validate(config: SweepConfig) -> None:
         need(entry.name in DATASETS, f"{where}.name: unknown dataset '{entry.name}' (known: {', '.join(DATASETS)})")
         need(isinstance(entry.imbalance_factors, list) and len(entry.imbalance_factors) >= 1,
              f"{where}.imbalance_factors must be a non-empty list")
-        for factor in entry.imbalance_factors:
-            need_user(check_imbalance_factor, entry.name, factor, f"{where}.imbalance_factors: each factor")
+        _validate_validation_split(config, entry, where, need)
         class_counts[entry.name] = DATASETS[entry.name].num_classes
     for i, pair in enumerate(config.pairs):
         for role in ("teacher", "student"):
@@ -353,15 +455,84 @@ def validate(config: SweepConfig) -> None:
             spec.resolve(entry.hparams)
         except ValueError as exc:
             raise ConfigError(f"{where}.hparams: {exc}") from None
-        if entry.search is not None:
+        need(entry.search is None or entry.search is False or isinstance(entry.search, SearchEntry),
+             f"{where}.search must be a table/mapping or true or false, got {_shown(entry.search)}")
+        if isinstance(entry.search, SearchEntry):
             need(isinstance(entry.search.n_trials, int) and not isinstance(entry.search.n_trials, bool),
                  f"{where}.search.n_trials must be an integer, got {_shown(entry.search.n_trials)}")
             need(entry.search.n_trials >= 1, f"{where}.search.n_trials must be >= 1, got {entry.search.n_trials!r}")
+        search = config.search_for(entry)
+        if search is not None:
+            # A search search_baselines gives holds the entry's hparams fixed: a problem is theirs.
+            key = f"{where}.search.space" if isinstance(entry.search, SearchEntry) else f"{where}.hparams"
             try:
                 space = get_space(entry.method)
                 for dataset in config.datasets:
                     for factor in dataset.imbalance_factors:
-                        space.check_overrides(entry.search.space, num_classes=class_counts[dataset.name],
+                        space.check_overrides(search.space, num_classes=class_counts[dataset.name],
                                               imbalance_factor=factor)
             except ValueError as exc:
-                raise ConfigError(f"{where}.search.space: {exc}") from None
+                raise ConfigError(f"{key}: {exc}") from None
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seed_list(value: Any) -> bool:
+    return isinstance(value, list) and len(value) >= 1 and all(_int(s) for s in value) and len(set(value)) == len(value)
+
+
+def _validate_protocol(config: SweepConfig, need) -> None:
+    """selection, search_seeds, teacher_seeds, search_baselines: each error one line naming its key."""
+    need(config.selection in SELECTIONS,
+         f"selection must be val (searches maximise the validation split) or test (the paper's protocol: the test "
+         f"set), got {_shown(config.selection)}")
+    need(isinstance(config.search_baselines, bool),
+         f"search_baselines must be true or false, got {_shown(config.search_baselines)}")
+    if config.search_seeds is not None:
+        need(_seed_list(config.search_seeds),
+             f"search_seeds must be a non-empty list of distinct integers, got {config.search_seeds!r}")
+        # One run per search trial: a trial's value is one run's metric (several seeds per trial would
+        # need their mean, which the ask/tell loop does not compute).
+        need(len(config.search_seeds) == 1,
+             f"search_seeds must hold exactly one seed (each search trial trains one run; several seeds per "
+             f"trial are not supported), got {config.search_seeds!r}")
+        shared = [s for s in config.search_seeds if s in config.seeds]
+        need(not shared, f"search_seeds must not overlap seeds (a search trial is never reported as a final run): "
+                         f"{shared[0] if shared else ''} is in both; pick a seed not in {config.seeds!r}")
+    need(_seed_list(config.teacher_seeds),
+         f"teacher_seeds must be a non-empty list of distinct integers, got {config.teacher_seeds!r}")
+    need(len(config.teacher_seeds) == 1 or sorted(config.teacher_seeds) == sorted(config.seeds),
+         f"teacher_seeds must be one seed (one teacher serves every student seed) or the same seeds as seeds "
+         f"(paired one to one), got {config.teacher_seeds!r} with seeds {config.seeds!r}")
+
+
+def _validate_validation_split(config: SweepConfig, entry: DatasetEntry, where: str, need) -> None:
+    """validation_per_class: an integer >= 0 that leaves every class of the long-tailed set an image.
+
+    The data layer's checks decide (trainables/config.py); a factor that is fine without a holdout
+    but empties the tail class with it is reported against validation_per_class.
+    """
+    from trainables.config import check_imbalance_factor, check_validation_per_class
+
+    def need_user(check, *args, **kwargs) -> None:
+        try:
+            check(*args, **kwargs)
+        except UserError as exc:
+            raise ConfigError(str(exc)) from None
+
+    key = f"{where}.validation_per_class"
+    need(entry.validation_per_class is None or _int(entry.validation_per_class),
+         f"{key} must be an integer >= 0, got {_shown(entry.validation_per_class)}")
+    need_user(check_validation_per_class, entry.name, entry.validation_per_class, key)
+    holdout = config.validation_per_class_for(entry)
+    need(holdout >= 1 or config.selection != "val",
+         f"{key} must be >= 1 with selection = \"val\" (searches select on the validation split), got 0; "
+         "use selection = \"test\" for the paper's protocol without a split")
+    for factor in entry.imbalance_factors:
+        need_user(check_imbalance_factor, entry.name, factor, f"{where}.imbalance_factors: each factor",
+                  validation_per_class=0)
+        need_user(check_imbalance_factor, entry.name, factor,
+                  f"{key} {holdout} leaves the tail class no training image: imbalance factor",
+                  validation_per_class=holdout)

@@ -22,7 +22,7 @@ def _parse_value(text: str):
     try:
         return float(text)
     except ValueError:
-        raise UserError(f"--set value '{text}' is not a number or true/false") from None
+        return text.strip()  # a choice such as within_norm=mean: the method's hyperparameter check decides
 
 
 def method_overrides(args: argparse.Namespace) -> dict:
@@ -49,6 +49,7 @@ def run_config_from_args(args: argparse.Namespace, role: str):
 
     return RunConfig(
         dataset=args.dataset, root=args.root, imbalance_factor=args.imbalance_factor, data_seed=args.data_seed,
+        validation_per_class=getattr(args, "validation_per_class", None),
         role=role, arch=args.arch, method=getattr(args, "method", "ce"),
         hparams=method_overrides(args), teacher=getattr(args, "teacher", None),
         teacher_arch=getattr(args, "teacher_arch", None), seed=args.seed, epochs=args.epochs,
@@ -75,18 +76,23 @@ def check_out_folder(out: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainables.config import check_device, check_imbalance_factor
+    from trainables.config import check_device, check_imbalance_factor, check_validation_per_class
+    from trainables.data.sources import get_dataset
     from trainables.engine import fit
 
     # The flags first, named as typed; then every setting checked, all before any work.
     check_out_folder(args.out)
     check_device(args.device, "--device")
-    check_imbalance_factor(args.dataset, args.imbalance_factor, "--imbalance-factor")
+    get_dataset(args.dataset)
+    check_validation_per_class(args.dataset, args.validation_per_class, "--validation-per-class")
+    check_imbalance_factor(args.dataset, args.imbalance_factor, "--imbalance-factor",
+                           validation_per_class=args.validation_per_class)
     config = run_config_from_args(args, args.role).resolved()
     result = fit(config, args.out)
     m = result.metrics
+    val = f"  val acc {m['val_acc']:.2f}" if m.get("val_acc") is not None else ""
     print(f"done: {result.checkpoint}  acc {m['acc']:.2f}  head {m['acc_head']:.2f}  "
-          f"medium {m['acc_medium']:.2f}  tail {m['acc_tail']:.2f}")
+          f"medium {m['acc_medium']:.2f}  tail {m['acc_tail']:.2f}{val}")
     return 0
 
 
@@ -94,7 +100,12 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
     parser.add_argument("--dataset", default="digits", help="digits (default), cifar100, tinyimagenet or imagenet")
     parser.add_argument("--root", default=None, help="folder holding the dataset (not needed for digits)")
     parser.add_argument("--imbalance-factor", type=float, default=100.0, help="gamma, >= 1 (default 100)")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the long-tailed subsample (default 0)")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the validation split and the long-tailed subsample (default 0)")
+    parser.add_argument("--validation-per-class", type=int, default=None, metavar="N",
+                        help="images per class held out of the training pool as the balanced validation split, "
+                        "before the long-tailed subsample (default: the dataset's: cifar100 50, tinyimagenet 50, "
+                        "imagenet 20, digits 10; 0 = none, the paper's protocol and counts)")
     parser.add_argument("--arch", default=default_arch, help=f"architecture (default {default_arch})")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's (240 CIFAR, 100 ImageNet, 12 digits)")

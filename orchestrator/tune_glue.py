@@ -16,7 +16,8 @@ class CellsSearcher(Searcher):
     """Round-robin over the cells' searches, so all of them run at the same time and the cluster stays busy."""
 
     def __init__(self, config: SweepConfig, searches: list[CellSearch], on_planned=None):
-        super().__init__(metric=config.objective, mode="max")
+        # Per-epoch values told to Optuna (for its pruners and history) are the searched metric too.
+        super().__init__(metric=config.objective_metric, mode="max")
         self.config = config
         self.searches = searches
         self.by_trial: dict[str, tuple[CellSearch, PlannedRun]] = {}
@@ -46,7 +47,7 @@ class CellsSearcher(Searcher):
         if trial_id not in self.by_trial:
             return
         search, run = self.by_trial.pop(trial_id)
-        search.finish(run.optuna_trial, result, error, run.run.resolved().epochs)
+        search.finish(run.optuna_trial, result, error, run)
 
 
 class Progress(Callback):
@@ -54,6 +55,7 @@ class Progress(Callback):
 
     On a terminal it redraws one line; otherwise it prints a line whenever a trial ends. A search
     trial's line carries its cell's best value so far (over completed trials' final values).
+    `objective` is the metric the searches maximise (SweepConfig.objective_metric).
     """
 
     def __init__(self, stage: str, total: int, objective: str, stream=None, on_trial_end=None):

@@ -43,7 +43,9 @@ DPI = 120
 _PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 GROUP_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c")  # head, medium, tail
 GROUP_NAMES = ("Head", "Medium", "Tail")
-OBJECTIVE_LABELS = {"acc": "All", "acc_tail": "Tail", "acc_head": "Head", "acc_medium": "Medium"}
+OBJECTIVE_LABELS = {"acc": "All", "acc_tail": "Tail", "acc_head": "Head", "acc_medium": "Medium",
+                    "val_acc": "Validation All", "val_acc_tail": "Validation Tail", "val_acc_head": "Validation Head",
+                    "val_acc_medium": "Validation Medium"}
 
 
 def _slug(*parts) -> str:
@@ -287,15 +289,27 @@ def _scale(ax, values: np.ndarray, axis: str) -> bool:
     return False
 
 
-def sensitivity_figures(df: pd.DataFrame, out: Path, objective: str = "acc") -> list[Path]:
+def _objective_of(group: pd.DataFrame, objective: str | None) -> str:
+    """The metric to rank a cell's search trials by: the one given, else the one the search recorded
+    maximising (schema 2), else overall test accuracy."""
+    if objective is not None:
+        return objective
+    recorded = [v for v in group.get("objective_metric", pd.Series(dtype=object)).dropna().unique()
+                if v in group.columns]
+    return str(recorded[0]) if len(recorded) == 1 else "acc"
+
+
+def sensitivity_figures(df: pd.DataFrame, out: Path, objective: str | None = None) -> list[Path]:
     search = search_outcomes(df)
     if search.empty:
         return []
-    search = search[search["alpha"].notna() & search["beta"].notna() & search[objective].notna()
+    search = search[search["alpha"].notna() & search["beta"].notna()
                     & search["status"].isin(["completed", "early_stopped"])]
     search = search.assign(_key=[_cell_key(r) for r in search.to_dict("records")])
     written = []
     for cell, group in search.groupby("_key", sort=True):
+        cell_objective = _objective_of(group, objective)
+        group = group[group[cell_objective].notna()]
         done = group[group["status"] == "completed"]
         stopped = group[group["status"] == "early_stopped"]
         if len(group) < 2:
@@ -317,10 +331,10 @@ def sensitivity_figures(df: pd.DataFrame, out: Path, objective: str = "acc") -> 
                 if len(stopped):
                     ax.scatter(stopped[x_name], stopped[metric], marker="x", color="#999999", s=20,
                                label="stopped early (fewer epochs)")
-                best = group.loc[group[objective].idxmax()]
+                best = group.loc[group[cell_objective].idxmax()]
                 ax.scatter([best[x_name]], [best[metric]], marker="*", s=180, facecolors="none",
                            edgecolors="#d62728", linewidths=1.3,
-                           label=f"best trial ({OBJECTIVE_LABELS.get(objective, objective)})")
+                           label=f"best trial ({OBJECTIVE_LABELS.get(cell_objective, cell_objective)})")
                 if _scale(ax, group[x_name].to_numpy(dtype=float), "x"):
                     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
                     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -343,7 +357,7 @@ def sensitivity_figures(df: pd.DataFrame, out: Path, objective: str = "acc") -> 
     return written
 
 
-def optuna_history_figures(df: pd.DataFrame, out: Path, objective: str = "acc") -> list[Path]:
+def optuna_history_figures(df: pd.DataFrame, out: Path, objective: str | None = None) -> list[Path]:
     search = search_outcomes(df)
     if search.empty:
         return []
@@ -351,24 +365,25 @@ def optuna_history_figures(df: pd.DataFrame, out: Path, objective: str = "acc") 
     written = []
     for key, group in search.groupby("_key", sort=True):
         group = group.copy()
+        objective_here = _objective_of(group, objective)
         if group["optuna_trial"].isna().all():
             group["number"] = group["written_at"].rank(method="first").astype(int) - 1
         else:
             fallback = group["optuna_trial"].max() + 1 + group["written_at"].rank(method="first")
             group["number"] = group["optuna_trial"].fillna(fallback).astype(int)
         group = group.sort_values("number")
-        scored = group[group["status"].isin(["completed", "early_stopped"]) & group[objective].notna()]
+        scored = group[group["status"].isin(["completed", "early_stopped"]) & group[objective_here].notna()]
         failed = group[~group.index.isin(scored.index)]
         fig = Figure(figsize=(8, 4.2))
         ax = fig.add_subplot(1, 1, 1)
         done = scored[scored["status"] == "completed"]
         stopped = scored[scored["status"] == "early_stopped"]
-        ax.scatter(done["number"], done[objective], s=26, color="#1f77b4", label="completed", zorder=3)
+        ax.scatter(done["number"], done[objective_here], s=26, color="#1f77b4", label="completed", zorder=3)
         if len(stopped):
-            ax.scatter(stopped["number"], stopped[objective], s=26, facecolors="none", edgecolors="#ff7f0e",
+            ax.scatter(stopped["number"], stopped[objective_here], s=26, facecolors="none", edgecolors="#ff7f0e",
                        label="stopped early (last value)", zorder=3)
         if len(scored):
-            best = np.maximum.accumulate(scored[objective].to_numpy(dtype=float))
+            best = np.maximum.accumulate(scored[objective_here].to_numpy(dtype=float))
             numbers = scored["number"].to_numpy()
             end = group["number"].max()
             ax.step(np.append(numbers, end), np.append(best, best[-1]), where="post", color="#d62728", lw=1.8,
@@ -379,7 +394,7 @@ def optuna_history_figures(df: pd.DataFrame, out: Path, objective: str = "acc") 
                        clip_on=False)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Optuna trial number")
-        ax.set_ylabel(f"{OBJECTIVE_LABELS.get(objective, objective)} accuracy at the trial's last epoch (%)")
+        ax.set_ylabel(f"{OBJECTIVE_LABELS.get(objective_here, objective_here)} accuracy at the trial's last epoch (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         cells = ", ".join(sorted(set(group["cell"])))
@@ -389,8 +404,10 @@ def optuna_history_figures(df: pd.DataFrame, out: Path, objective: str = "acc") 
     return written
 
 
-def all_figures(df: pd.DataFrame, out: str | Path, select: str = "last-epoch", objective: str = "acc") -> list[Path]:
-    """Every figure the results allow; `objective` is the metric the searches maximised."""
+def all_figures(df: pd.DataFrame, out: str | Path, select: str = "last-epoch",
+                objective: str | None = None) -> list[Path]:
+    """Every figure the results allow; `objective` ranks the search trials (default: the metric
+    each search recorded maximising, else acc)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -3,6 +3,11 @@
 Markdown splits the table into one block per (dataset, pair), since a terminal cannot show
 the paper's three header levels; LaTeX and HTML keep the paper's layout (dataset and pair, then
 imbalance factor, then Tail / All); CSV is tidy: one line per cell.
+
+Every cell is mean ± std over seeds; HTML and CSV add the 95% Student-t interval (a one-seed cell
+says it has none). The gain row carries the paired t-test's p-value, and a dagger when the gain is
+not significant at 0.05 (or could not be tested). `TextTable`s (the chosen hyperparameters) render
+as plain tables in every format.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import html
 import io
 from collections.abc import Callable
 
-from results.tables import Column, Stat, Table, format_factor
+from results.tables import NOT_SIGNIFICANT, Column, Stat, Table, TextTable, format_factor
 
 DIGITS = 2
 
@@ -37,6 +42,34 @@ def _cell_parts(stat: Stat | None, kind: str) -> tuple[str, str | None, str | No
     return _number(stat.mean), spread, None if stat.paper is None else _number(stat.paper)
 
 
+def p_text(stat: Stat) -> str:
+    """The gain's paired test as text: 'p = 0.012', 'p < 0.001' or 'no test'."""
+    if stat.p_value is None:
+        return "no test"
+    return "p < 0.001" if stat.p_value < 0.001 else f"p = {stat.p_value:.3f}"
+
+
+def dagger(stat: Stat | None, kind: str) -> str:
+    """The mark of a gain that is not significant (or was not tested)."""
+    if kind != "gain" or stat is None or stat.mean is None or stat.significant:
+        return ""
+    return NOT_SIGNIFICANT
+
+
+def ci_text(stat: Stat | None, kind: str) -> str | None:
+    """The 95% interval as text, or what stands in for it (None for an empty cell)."""
+    if stat is None or stat.mean is None:
+        return None
+    if stat.ci is not None:
+        low, high = stat.ci
+        if kind == "gain":  # the gain is a difference of means; its interval is the paired differences'
+            return f"paired Δ 95% CI [{_signed(low)}, {_signed(high)}]"
+        return f"95% CI [{_number(low)}, {_number(high)}]"
+    if kind == "gain":
+        return f"{stat.n_pairs} pair{'' if stat.n_pairs == 1 else 's'}: no interval"
+    return f"n = {stat.n}: no interval"
+
+
 def _runs(values: list[str]) -> list[tuple[str, int]]:
     """Consecutive equal values as (value, span)."""
     out: list[tuple[str, int]] = []
@@ -58,6 +91,8 @@ def _switch(value) -> str:
 def _md_cell(stat: Stat | None, kind: str) -> str:
     main, spread, paper = _cell_parts(stat, kind)
     text = main if spread is None else f"{main} ± {spread}"
+    if kind == "gain" and stat is not None and stat.mean is not None:
+        text += f"{dagger(stat, kind)} ({p_text(stat)})"
     if stat is not None and kind != "gain":
         if stat.mark == "best":
             text = f"**{text}**"
@@ -72,7 +107,9 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def to_markdown(table: Table) -> str:
+def to_markdown(table: Table | TextTable) -> str:
+    if isinstance(table, TextTable):
+        return _text_markdown(table)
     lines = [f"### {table.title}", ""]
     groups = _runs([c.group for c in table.columns])
     start = 0
@@ -103,7 +140,8 @@ def to_markdown(table: Table) -> str:
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_UNICODE = {"→": r"$\rightarrow$", "γ": r"$\gamma$", "Δ": r"$\Delta$", "−": "$-$", "±": r"$\pm$",
-                  "✓": r"\checkmark", "✗": r"$\times$", "–": "--"}
+                  "✓": r"\checkmark", "✗": r"$\times$", "–": "--",
+                  "†": r"$^\dagger$"}
 
 
 def latex_escape(text: str) -> str:
@@ -125,12 +163,18 @@ def _tex_cell(stat: Stat | None, kind: str) -> str:
             text = rf"\underline{{{text}}}"
     if spread is not None:
         text += rf"{{\scriptsize$\pm${spread}}}"
+    if kind == "gain" and stat is not None:
+        if dagger(stat, kind):
+            text += r"$^\dagger$"
+        text += rf" {{\scriptsize({latex_escape(p_text(stat)).replace('<', '$<$')})}}"
     if paper is not None:
         text += rf" {{\scriptsize({paper.replace('-', '$-$') if kind == 'gain' else paper})}}"
     return text
 
 
-def to_latex(table: Table) -> str:
+def to_latex(table: Table | TextTable) -> str:
+    if isinstance(table, TextTable):
+        return _text_latex(table)
     n_lead = 1 + len(table.lead_headers)
     spec = "l" + "c" * len(table.lead_headers) + "c" * len(table.columns)
     lines = [
@@ -183,8 +227,14 @@ def _html_cell(stat: Stat | None, kind: str) -> str:
             text = f"<u>{text}</u>"
     if spread is not None:
         text += f'<span class="std"> ± {html.escape(spread)}</span>'
+    if kind == "gain" and stat is not None and stat.mean is not None:
+        text += f"<sup>{dagger(stat, kind)}</sup>" if dagger(stat, kind) else ""
+        text += f' <span class="p">({html.escape(p_text(stat))})</span>'
     if paper is not None:
         text += f' <span class="paper">({html.escape(paper)})</span>'
+    interval = ci_text(stat, kind)
+    if interval is not None:
+        text += f'<br><span class="ci">{html.escape(interval)}</span>'
     return text
 
 
@@ -198,11 +248,14 @@ tr.gain td { border-top: 1px solid #000; font-style: italic; }
 tr.teacher td { color: #555; }
 .std { font-size: 80%; color: #444; }
 .paper { font-size: 80%; color: #777; }
+.ci, .p { font-size: 75%; color: #555; }
 caption { caption-side: bottom; text-align: left; max-width: 60em; font-size: 90%; }
 """.strip()
 
 
-def to_html_fragment(table: Table) -> str:
+def to_html_fragment(table: Table | TextTable) -> str:
+    if isinstance(table, TextTable):
+        return _text_html_fragment(table)
     n_lead = 1 + len(table.lead_headers)
     lines = [f'<table id="{table.name}">', f"<caption>{html.escape(table.caption)}"]
     if table.notes:
@@ -225,7 +278,7 @@ def to_html_fragment(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(table: Table) -> str:
+def to_html(table: Table | TextTable) -> str:
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(table.title)}</title><style>\n{_HTML_STYLE}\n</style></head>\n<body>\n"
             f"<h2>{html.escape(table.title)}</h2>\n{to_html_fragment(table)}</body></html>\n")
@@ -235,10 +288,17 @@ def to_html(table: Table) -> str:
 
 
 CSV_FIELDS = ("table", "row", "row_key", "row_kind", "dataset", "teacher", "student", "imbalance_factor", "metric",
-              "mean", "std", "n", "mark", "paper", "select")
+              "mean", "std", "n", "ci_low", "ci_high", "ci_note", "compared_to", "n_pairs", "p_value", "significant",
+              "mark", "paper", "select")
 
 
-def to_csv(table: Table) -> str:
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else repr(round(float(value), 6))
+
+
+def to_csv(table: Table | TextTable) -> str:
+    if isinstance(table, TextTable):
+        return _text_csv(table)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -246,15 +306,78 @@ def to_csv(table: Table) -> str:
         for column, stat in zip(table.columns, table.cells[i]):
             if stat is None or stat.mean is None:
                 continue
+            gain = table.kinds[i] == "gain"
             writer.writerow({
                 "table": table.name, "row": label, "row_key": table.row_keys[i] if table.row_keys else label,
                 "row_kind": table.kinds[i], "dataset": column.dataset, "teacher": column.teacher or "",
                 "student": column.student or "", "imbalance_factor": format_factor(column.imbalance_factor),
-                "metric": column.metric, "mean": repr(round(stat.mean, 6)),
-                "std": "" if stat.std is None else repr(round(stat.std, 6)), "n": stat.n if table.kinds[i] != "gain" else "",
-                "mark": stat.mark or "", "paper": "" if stat.paper is None else repr(round(stat.paper, 6)),
-                "select": table.select,
+                "metric": column.metric, "mean": _csv_number(stat.mean), "std": _csv_number(stat.std),
+                "n": "" if gain else stat.n,
+                # the gain row: the interval of the mean paired difference, over n_pairs pairs
+                "ci_low": _csv_number(stat.ci[0] if stat.ci else None),
+                "ci_high": _csv_number(stat.ci[1] if stat.ci else None),
+                "ci_note": (f"interval of the mean paired difference ({stat.n_pairs} pairs)" if gain and stat.ci
+                            else "" if stat.ci else ci_text(stat, table.kinds[i])),
+                "compared_to": stat.compared_to or "", "n_pairs": stat.n_pairs if gain else "",
+                "p_value": "" if not gain or stat.p_value is None else repr(float(f"{stat.p_value:.6g}")),
+                "significant": "" if not gain else ("no test" if stat.significant is None
+                                                    else "yes" if stat.significant else "no"),
+                "mark": stat.mark or "", "paper": _csv_number(stat.paper), "select": table.select,
             })
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------ plain text tables
+
+
+def _text_markdown(table: TextTable) -> str:
+    lines = [f"### {table.title}", ""]
+    lines.append("| " + " | ".join(_md_escape(h) for h in table.headers) + " |")
+    lines.append("|" + "|".join(":---" for _ in table.headers) + "|")
+    for row in table.rows:
+        lines.append("| " + " | ".join(_md_escape(str(v)) for v in row) + " |")
+    lines += ["", f"*{table.caption}*"]
+    lines += [f"- {note}" for note in table.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _text_latex(table: TextTable) -> str:
+    lines = [
+        "% Generated by `ltkd report`. Needs \\usepackage{booktabs,graphicx}.",
+        r"\begin{table*}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(table.caption)}}}",
+        rf"\label{{tab:{table.name}}}",
+        r"\resizebox{\textwidth}{!}{%",
+        rf"\begin{{tabular}}{{{'l' * len(table.headers)}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in table.headers) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in table.rows]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table*}"]
+    if table.notes:
+        lines += ["% Notes:"] + [f"% - {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _text_html_fragment(table: TextTable) -> str:
+    lines = [f'<table id="{table.name}">', f"<caption>{html.escape(table.caption)}"]
+    if table.notes:
+        lines.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>")
+    lines += ["</caption>", "<thead>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in table.headers) + "</tr>",
+              "</thead>", "<tbody>"]
+    for row in table.rows:
+        lines.append("<tr>" + "".join(f'<td class="label">{html.escape(str(v))}</td>' for v in row) + "</tr>")
+    lines += ["</tbody>", "</table>"]
+    return "\n".join(lines) + "\n"
+
+
+def _text_csv(table: TextTable) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(table.headers)
+    writer.writerows([[str(v) for v in row] for row in table.rows])
     return buffer.getvalue()
 
 

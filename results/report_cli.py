@@ -14,9 +14,11 @@ def _warn(message: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
     from results.render import RENDERERS, to_markdown
     from results.store import read_results
-    from results.tables import all_tables
+    from results.tables import BEST_CONFIG_FILE, all_tables, best_configs
 
     if args.figures and not args.out:
         raise UserError("--figures writes PNG files: give a folder with --out DIR")
@@ -42,6 +44,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             path = out / f"{table.name}.{extension}"
             path.write_text(render(table), encoding="utf-8")
             written.append(path)
+    chosen = best_configs(df)
+    if chosen:  # sweep -> cell -> the final runs' hyperparameters and how they were chosen
+        path = out / BEST_CONFIG_FILE
+        path.write_text(json.dumps(chosen, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
     if args.figures:
         from results.figures import all_figures
 
@@ -59,13 +66,15 @@ def add_commands(commands) -> None:
     report = commands.add_parser(
         "report", help="paper-style tables and figures from sweep results (reads only the Parquet files)",
         description="Builds the paper's tables from the Parquet results of one or more sweeps: the main table "
-                    "(methods x imbalance factor, Tail and All accuracy, mean +- std over seeds, LTKD's gain), "
-                    "the ablation table and the group-count table when those runs exist. Markdown to the "
-                    "terminal; LaTeX, HTML and CSV files (and PNG figures) with --out.")
+                    "(methods x imbalance factor, Tail and All accuracy, mean +- std over seeds with a 95% "
+                    "t-interval in CSV/HTML, LTKD's gain with a paired t-test), the ablation table and the "
+                    "group-count table when those runs exist, and the chosen hyperparameters of every cell. "
+                    "Markdown to the terminal; LaTeX, HTML and CSV files, best_config.json (and PNG figures) "
+                    "with --out.")
     report.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR",
                         help="sweep folder (or pyarrow URI, e.g. s3://bucket/sweep) holding results/*.parquet")
     report.add_argument("--out", default=None, metavar="DIR",
-                        help="write <table>.md/.tex/.html/.csv (and the figures) into DIR")
+                        help="write <table>.md/.tex/.html/.csv, best_config.json (and the figures) into DIR")
     report.add_argument("--figures", action="store_true",
                         help="also draw the PNG figures into --out DIR: per-class accuracy by class frequency, the "
                              "teacher's head bias, alpha/beta sensitivity and each cell's Optuna history")
@@ -74,7 +83,10 @@ def add_commands(commands) -> None:
     report.add_argument("--select", choices=("last-epoch", "best-epoch"), default="last-epoch",
                         help="which epoch of a run counts: its last (default) or its best test accuracy "
                              "(test-selected, the public KD codebases' convention; the caption says so)")
-    report.add_argument("--objective", choices=("acc", "acc_tail", "acc_head", "acc_medium"), default="acc",
-                        help="the metric the sweep's searches maximised (its config's `objective`; default acc): "
-                             "the Optuna-history figures plot it")
+    report.add_argument("--objective", default=None,
+                        choices=("acc", "acc_tail", "acc_head", "acc_medium",
+                                 "val_acc", "val_acc_tail", "val_acc_head", "val_acc_medium"),
+                        help="the metric the Optuna-history and sensitivity figures rank search trials by (default: "
+                             "the metric each search maximised, as its results record it; acc for results "
+                             "that do not record it)")
     report.set_defaults(handler=cmd_report)

@@ -5,18 +5,23 @@ any URI pyarrow understands (`file:///...`, `s3://bucket/prefix`, `gs://...`, `h
 Each file holds one trial: one row per epoch (`row_kind = "epoch"`) and one final row
 (`row_kind = "final"`, carrying the last epoch's metrics, the status, the wall time and the
 error if any). Every file has the same explicit schema (`SCHEMA` below, version
-`SCHEMA_VERSION`), so `pyarrow.dataset.dataset(<store>/results)` reads them all as one table.
+`SCHEMA_VERSION`), so `pyarrow.dataset.dataset(<store>/results)` reads them all as one table
+(when they share a version; `read_results` also reads stores that mix versions).
 
-Writes: the file is written under a hidden temporary name in the same folder and renamed over
-the final name (on object stores, whose uploads become visible only when complete, straight
-to the final key). A reader therefore sees the old file or the new one, never half of one.
+Writes (`trainables.storage.publish`): the file is written under a hidden temporary name in the
+same folder and then moved over the final name: a rename on local disks and HDFS, a server-side
+copy on object stores, never a write straight to the final key (pyarrow completes an object-store
+upload even when the writer fails midway, which would publish half a file). A reader therefore
+sees the old file or the new one, never half of one.
 Rewriting a trial (a resumed trial, a retried worker) replaces its file: one copy, whoever
 wrote last. Trials never share a file, so workers on many machines write at once without any
 lock; two writers of the same trial both write complete files and the last rename wins.
 
 Reads (`read_results`): every file is checked: its schema version (file metadata
-`ltkd_sweep.schema_version`) and its columns. A file from a newer schema is an error (upgrade);
-a truncated or foreign Parquet file is skipped with a warning naming it.
+`ltkd_sweep.schema_version`) and its columns. A file from an older schema is upgraded on read
+(`_UPGRADES`: version 1 files get the columns of version 2 as nulls); a file from a newer schema
+is an error (upgrade ltkd-sweep); a truncated or foreign Parquet file is skipped with a warning
+naming it.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ import pyarrow.parquet as pq
 from trainables.errors import UserError
 from trainables.storage import Location, publish
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_DIR = "results"
 META_VERSION_KEY = b"ltkd_sweep.schema_version"
 META_FORMAT_KEY = b"ltkd_sweep.format"
@@ -59,13 +64,17 @@ ROW_KINDS = ("epoch", "final")
 FLOAT_HPARAMS = ("alpha", "beta", "temperature", "ce_weight", "kd_weight")
 INT_HPARAMS = ("n_groups", "warmup_epochs")
 BOOL_HPARAMS = ("rebalance", "uniform_within")
+STRING_HPARAMS = ("within_norm",)
+# Validation-split metrics (percent; None without a validation split).
+VAL_KEYS = ("val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail")
 # Per-epoch metric keys the engine produces; any other key lands in `extra_json`.
-EPOCH_KEYS = ("epoch", "epochs", "train_loss", "lr", "acc", "acc_head", "acc_medium", "acc_tail", "per_class_acc",
-              "group_prob", "teacher_group_prob", "distill_weight", "epoch_seconds", "train_seconds", "device")
+EPOCH_KEYS = ("epoch", "epochs", "train_loss", "lr", "acc", "acc_head", "acc_medium", "acc_tail", *VAL_KEYS,
+              "per_class_acc", "group_prob", "teacher_group_prob", "distill_weight", "epoch_seconds", "train_seconds",
+              "device")
 
 _LIST_F64 = pa.list_(pa.float64())
 
-# The schema, version 1. Column order is part of it. Changing a column (adding one included)
+# The schema, version 2. Column order is part of it. Changing a column (adding one included)
 # means SCHEMA_VERSION + 1 and an entry in _UPGRADES so older files still read.
 SCHEMA = pa.schema([
     # identity of the row
@@ -79,10 +88,16 @@ SCHEMA = pa.schema([
     pa.field("optuna_trial", pa.int64()),                    # Optuna trial number (search trials)
     pa.field("status", pa.string(), nullable=False),         # completed | early_stopped | errored
     pa.field("error", pa.string()),
+    # how the run's configuration was chosen (version 2; null in upgraded version-1 files)
+    pa.field("selection", pa.string()),                      # "val" | "test": the split the cell's search maximised
+    pa.field("objective_metric", pa.string()),               # the metric the cell's search maximised
+    pa.field("search_trials", pa.int64()),                   # Optuna trials behind this configuration (0: fixed)
+    pa.field("teacher_seed", pa.int64()),                    # seed of the student's teacher
     # configuration (flattened from RunConfig.to_dict(); the whole dict in config_json)
     pa.field("dataset", pa.string()),
     pa.field("imbalance_factor", pa.float64()),
     pa.field("data_seed", pa.int64()),
+    pa.field("validation_per_class", pa.int64()),            # version 2: held-out images per class (0: none)
     pa.field("role", pa.string()),                           # teacher | student
     pa.field("arch", pa.string()),                           # the trained model (the student for students)
     pa.field("teacher_arch", pa.string()),
@@ -102,6 +117,7 @@ SCHEMA = pa.schema([
     pa.field("warmup_epochs", pa.int64()),
     pa.field("rebalance", pa.bool_()),
     pa.field("uniform_within", pa.bool_()),
+    pa.field("within_norm", pa.string()),                    # version 2: LTKD's "sum" | "mean"
     pa.field("hparams_json", pa.string(), nullable=False),
     pa.field("config_json", pa.string(), nullable=False),
     # metrics (percent; a final row carries the last epoch's)
@@ -113,6 +129,10 @@ SCHEMA = pa.schema([
     pa.field("acc_head", pa.float64()),
     pa.field("acc_medium", pa.float64()),
     pa.field("acc_tail", pa.float64()),
+    pa.field("val_acc", pa.float64()),                       # version 2: the same on the validation split
+    pa.field("val_acc_head", pa.float64()),
+    pa.field("val_acc_medium", pa.float64()),
+    pa.field("val_acc_tail", pa.float64()),
     pa.field("per_class_acc", _LIST_F64),
     pa.field("group_prob", _LIST_F64),
     pa.field("teacher_group_prob", _LIST_F64),
@@ -130,9 +150,22 @@ SCHEMA = pa.schema([
 ])
 SCHEMA_COLUMNS = tuple(SCHEMA.names)
 
-# version -> function(table) returning the table in the next version's shape. Empty while
-# there is only version 1.
-_UPGRADES: dict[int, Callable[[pa.Table], pa.Table]] = {}
+# Columns version 2 added to version 1 (a version-1 file has every other column of SCHEMA).
+V2_COLUMNS = ("selection", "objective_metric", "search_trials", "teacher_seed", "validation_per_class",
+              "within_norm", *VAL_KEYS)
+
+
+def _upgrade_1_to_2(table: pa.Table) -> pa.Table:
+    """Version 1 -> 2: the new columns, null (version 1 did not record them). The rows keep
+    `schema_version` 1: the version they were written with."""
+    for name in V2_COLUMNS:
+        if name not in table.schema.names:
+            table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
+    return table
+
+
+# version -> function(table) returning the table in the next version's shape.
+_UPGRADES: dict[int, Callable[[pa.Table], pa.Table]] = {1: _upgrade_1_to_2}
 
 
 class ResultsWarning(UserWarning):
@@ -155,6 +188,11 @@ class TrialRecord:
     study: str | None = None
     optuna_trial: int | None = None
     class_counts: list[int] | None = None
+    # How the configuration was chosen (the trial dict's keys; None when not known).
+    selection: str | None = None
+    teacher_seed: int | None = None
+    search_trials: int | None = None
+    objective_metric: str | None = None
 
 
 # ------------------------------------------------------------------------------ code version
@@ -244,6 +282,7 @@ def _config_columns(record: TrialRecord) -> dict[str, Any]:
         "dataset": config.get("dataset"),
         "imbalance_factor": _num(config.get("imbalance_factor"), float),
         "data_seed": _num(config.get("data_seed"), int),
+        "validation_per_class": _num(config.get("validation_per_class"), int),
         "role": config.get("role"),
         "arch": config.get("arch"),
         "teacher_arch": teacher_arch or None,
@@ -266,6 +305,8 @@ def _config_columns(record: TrialRecord) -> dict[str, Any]:
         columns[name] = _num(hparams.get(name), int)
     for name in BOOL_HPARAMS:
         columns[name] = _num(hparams.get(name), bool)
+    for name in STRING_HPARAMS:
+        columns[name] = None if hparams.get(name) is None else str(hparams.get(name))
     return columns
 
 
@@ -289,6 +330,7 @@ def _metric_columns(metrics: dict[str, Any] | None) -> dict[str, Any]:
         "acc_head": _num(m.get("acc_head"), float),
         "acc_medium": _num(m.get("acc_medium"), float),
         "acc_tail": _num(m.get("acc_tail"), float),
+        **{name: _num(m.get(name), float) for name in VAL_KEYS},
         "per_class_acc": _float_list(m.get("per_class_acc")),
         "group_prob": _float_list(m.get("group_prob")),
         "teacher_group_prob": _float_list(m.get("teacher_group_prob")),
@@ -313,6 +355,8 @@ def _check_record(record: TrialRecord) -> None:
         problems.append("config must be a dict (RunConfig.to_dict())")
     if not isinstance(record.history, list) or not all(isinstance(m, dict) for m in record.history):
         problems.append("history must be a list of per-epoch metric dicts")
+    if record.selection not in (None, "val", "test"):
+        problems.append(f"selection must be 'val', 'test' or None, got {record.selection!r}")
     if problems:
         raise ValueError(f"trial record {record.trial_id!r}: " + "; ".join(problems))
 
@@ -329,6 +373,10 @@ def record_table(record: TrialRecord) -> pa.Table:
         "study": record.study,
         "optuna_trial": _num(record.optuna_trial, int),
         "status": record.status,
+        "selection": None if record.selection is None else str(record.selection),
+        "objective_metric": None if record.objective_metric is None else str(record.objective_metric),
+        "search_trials": _num(record.search_trials, int),
+        "teacher_seed": _num(record.teacher_seed, int),
         **_config_columns(record),
         "class_counts": None if record.class_counts is None else [int(c) for c in record.class_counts],
         "wall_seconds": _num(record.wall_seconds, float),
@@ -509,7 +557,7 @@ def schema_description() -> list[tuple[str, str]]:
 
 
 __all__ = [
-    "SCHEMA", "SCHEMA_VERSION", "STAGES", "STATUSES", "ResultsWarning", "TrialRecord", "code_version",
+    "SCHEMA", "SCHEMA_VERSION", "STAGES", "V2_COLUMNS", "STATUSES", "ResultsWarning", "TrialRecord", "code_version",
     "read_results", "read_tables", "record_table", "schema_description", "teacher_arch_from_cell",
     "trial_file_name", "write_trial",
 ]

@@ -7,11 +7,16 @@ packaged paper numbers.
 - `main_table` (the paper's Tables 1-3), `ablation_table` (Tables 4-5), `group_count_table`
   (Table 6): `Table` objects that `results.render` turns into Markdown, LaTeX, HTML and CSV.
 
+- `chosen_table` and `best_configs`: the hyperparameters the final runs used, per cell.
+
 Which trials count: stages "final", "single" and "teacher" with status "completed" (search
 trials feed the figures only; errored and early-stopped final trials are left out and counted in
 the notes). Teachers (config role "teacher") fill the Teacher row of every column whose pair has
 that teacher architecture; the Student row is method "ce". Spread is the sample standard
-deviation over seeds (ddof 1); a cell with one seed shows its mean alone.
+deviation over seeds (ddof 1) with a 95% Student-t interval (results/statistics.py); a cell with
+one seed shows its mean alone, with no spread and no interval. The gain row carries a paired
+t-test of LTKD against the best baseline of its column. Captions describe how the rows were
+produced from the rows themselves (selection split, search trials, seeds, teacher seeds).
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from importlib import resources
 from typing import Any
 
 import pandas as pd
+
+from results.statistics import ALPHA, CONFIDENCE, paired_test, summary
 
 SELECT_MODES = ("last-epoch", "best-epoch")
 TABLE_STAGES = ("final", "single", "teacher")
@@ -43,6 +50,9 @@ PAIR_ORDER = (("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"), ("wrn_40_2", "shuf
               ("wrn_40_2", "wrn_40_1"), ("resnet34", "resnet18"), ("resnet50", "mobilenetv1"))
 METRICS = (("acc_tail", "Tail"), ("acc", "All"))
 DEFAULT_GROUPS = 3
+CHOSEN_TABLE = "chosen_hparams"  # file stem of the chosen-hyperparameters table
+BEST_CONFIG_FILE = "best_config.json"
+NOT_SIGNIFICANT = "†"
 
 
 # ------------------------------------------------------------------------------ labels
@@ -95,6 +105,16 @@ class Stat:
     n: int = 0
     mark: str | None = None
     paper: float | None = None
+    ci: tuple[float, float] | None = None  # 95% Student-t interval of the mean (None: fewer than 2 seeds)
+    # gain cells only: the paired t-test of LTKD against `compared_to` (the best baseline)
+    compared_to: str | None = None
+    n_pairs: int = 0
+    p_value: float | None = None
+    no_test: str | None = None  # why there is no p-value
+
+    @property
+    def significant(self) -> bool | None:
+        return None if self.p_value is None else self.p_value < ALPHA
 
 
 @dataclass(frozen=True)
@@ -139,12 +159,21 @@ class Table:
 
 
 def summarize(values: Iterable[float]) -> Stat:
-    values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return Stat(None, None, 0)
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return Stat(mean, std, len(values))
+    """Mean, sample std and 95% t-interval over seeds (one value: the mean alone)."""
+    result = summary(values)
+    return Stat(result.mean, result.std, result.n, ci=result.ci)
+
+
+@dataclass
+class TextTable:
+    """A plain table of text cells (the chosen hyperparameters)."""
+
+    name: str
+    title: str
+    caption: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
 
 
 def mark_best(table: Table, digits: int = 2) -> None:
@@ -173,8 +202,10 @@ def mark_best(table: Table, digits: int = 2) -> None:
 
 _OUTCOME_COLUMNS = ("sweep", "trial_id", "stage", "cell", "study", "optuna_trial", "status", "dataset",
                     "imbalance_factor", "data_seed", "role", "arch", "teacher_arch", "method", "seed", "alpha",
-                    "beta", "temperature", "n_groups", "rebalance", "uniform_within", "hparams_json", "epoch",
-                    "acc", "acc_head", "acc_medium", "acc_tail", "per_class_acc", "group_prob",
+                    "beta", "temperature", "n_groups", "rebalance", "uniform_within", "within_norm", "hparams_json",
+                    "selection", "objective_metric", "search_trials", "teacher_seed", "validation_per_class",
+                    "epoch", "acc", "acc_head", "acc_medium", "acc_tail", "val_acc", "val_acc_head",
+                    "val_acc_medium", "val_acc_tail", "per_class_acc", "group_prob",
                     "teacher_group_prob", "class_counts", "written_at")
 
 
@@ -405,6 +436,147 @@ def _paper_lookup(frame: pd.DataFrame, key_column: str) -> dict[tuple, dict[str,
     return out
 
 
+# ------------------------------------------------------------------------------ how the rows were produced
+
+
+def _known(values: Iterable) -> list:
+    return [v for v in values if not _missing(v)]
+
+
+def _ints(values: Iterable) -> list[int]:
+    return sorted({int(v) for v in _known(values)})
+
+
+def _int_text(values: list[int]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _method_list(keys: Iterable[str]) -> str:
+    return ", ".join(method_label(k) for k in sorted(set(keys), key=method_sort_key))
+
+
+def how_chosen(row: pd.Series | dict) -> str:
+    """How a run's hyperparameters were chosen: "val" / "test" (a search on that split), "fixed"
+    (no search), "unknown" (a search on an unrecorded split) or "unrecorded" (schema 1 rows)."""
+    trials = row.get("search_trials")
+    if _missing(trials):
+        return "unrecorded"
+    if int(trials) == 0:
+        return "fixed"
+    selection = row.get("selection")
+    return "unknown" if _missing(selection) else str(selection)
+
+
+def _selection_sentences(students: pd.DataFrame) -> list[str]:
+    if students.empty:
+        return []
+    by: dict[str, set[str]] = {}
+    for row in students.to_dict("records"):
+        by.setdefault(how_chosen(row), set()).add(row["row_key"])
+    searched = students[[how_chosen(r) in ("val", "test", "unknown") for r in students.to_dict("records")]]
+    objectives = sorted({str(v) for v in _known(searched["objective_metric"])})
+    maximised = f"searches maximised {', '.join(objectives)}" if objectives else "the searched metric not recorded"
+    holdout = _ints(students.loc[[how_chosen(r) == "val" for r in students.to_dict("records")],
+                                 "validation_per_class"])
+    out = []
+    kinds = {k for k in by if k in ("val", "test", "unknown")}
+    if kinds == {"val"}:
+        split = (f", {'/'.join(str(v) for v in holdout)} images per class held out from the training pool"
+                 if holdout and min(holdout) > 0 else "")
+        out.append(f"Hyperparameters selected on the validation split ({maximised}{split}); "
+                   f"accuracy reported on the test set.")
+    elif kinds == {"test"}:
+        out.append(f"Hyperparameters selected on the test set, the paper's protocol ({maximised}): the searched "
+                   f"rows are optimistic.")
+    elif kinds:
+        parts = []
+        if "val" in by:
+            parts.append(f"{_method_list(by['val'])} selected on the validation split")
+        if "test" in by:
+            parts.append(f"{_method_list(by['test'])} on the test set (the paper's protocol)")
+        if "unknown" in by:
+            parts.append(f"{_method_list(by['unknown'])} on an unrecorded split")
+        out.append(f"Mixed selection ({maximised}): {'; '.join(parts)}.")
+    elif "fixed" in by:
+        out.append("No hyperparameter search: every method ran at fixed hyperparameters.")
+    if "unrecorded" in by:
+        unrecorded = students[[how_chosen(r) == "unrecorded" for r in students.to_dict("records")]]
+        old = (unrecorded["schema_version"] < 2 if "schema_version" in unrecorded
+               else pd.Series(False, index=unrecorded.index))
+        if old.any():
+            out.append(f"{_method_list(unrecorded.loc[old, 'row_key'])}: how the hyperparameters were chosen is not "
+                       f"recorded (results written before schema version 2, whose searches maximised test-set "
+                       f"accuracy).")
+        if (~old).any():
+            out.append(f"{_method_list(unrecorded.loc[~old, 'row_key'])}: how the hyperparameters were chosen is not "
+                       f"recorded in the results.")
+    return out
+
+
+def _trials_sentence(students: pd.DataFrame) -> str | None:
+    parts = []
+    for key in sorted(set(students["row_key"]), key=method_sort_key):
+        values = students.loc[students["row_key"] == key, "search_trials"]
+        known = _ints(values)
+        if not known:
+            continue
+        text = "/".join("defaults" if v == 0 else str(v) for v in known)
+        if len(_known(values)) < len(values):
+            text += " (some not recorded)"
+        parts.append(f"{method_label(key)} {text}")
+    if not parts:
+        return None
+    return f"Search trials per method (defaults: no search): {', '.join(parts)}."
+
+
+def _seeds_sentence(trials: pd.DataFrame, df: pd.DataFrame | None) -> str | None:
+    students = trials[trials["row_key"] != TEACHER_ROW]
+    teachers = trials[trials["row_key"] == TEACHER_ROW]
+    parts = []
+    if len(students):
+        seeds = _ints(students["seed"])
+        text = f"student seeds {_int_text(seeds)}"
+        taught = students[students["teacher"].notna()] if "teacher" in students else students.iloc[0:0]
+        if len(taught):
+            teacher_seeds = _ints(taught["teacher_seed"])
+            text += (f", teacher seed{'s' if len(teacher_seeds) > 1 else ''} {_int_text(teacher_seeds)}"
+                     if teacher_seeds else ", teacher seeds not recorded")
+        parts.append(text)
+        if df is not None and not df.empty:
+            search = df[(df["row_kind"] == "final") & (df["stage"] == "search")
+                        & df["cell"].isin(set(students["cell"]))]
+            search_seeds = _ints(search["seed"])
+            if search_seeds:
+                shared = sorted(set(search_seeds) & set(seeds))
+                plural = "s" if len(search_seeds) > 1 else ""
+                parts.append(f"search trials used seed{plural} {_int_text(search_seeds)}, "
+                             + (f"and seed{'s' if len(shared) > 1 else ''} {_int_text(shared)} "
+                                f"{'are' if len(shared) > 1 else 'is'} also reported here (not fresh)" if shared
+                                else "none of them reported (fresh seeds for the final runs)"))
+    if len(teachers):
+        parts.append(f"teacher row: seeds {_int_text(_ints(teachers['seed']))}")
+    if not parts:
+        return None
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def protocol_caption(trials: pd.DataFrame, df: pd.DataFrame | None = None) -> str:
+    """How the rows of a table were produced, read from the rows themselves: the selection split,
+    the search trials per method, the seeds and teacher seeds (and whether search seeds recur)."""
+    if trials.empty:
+        return ""
+    students = trials[trials["row_key"] != TEACHER_ROW]
+    sentences = _selection_sentences(students)
+    trials_text = _trials_sentence(students) if len(students) else None
+    if trials_text:
+        sentences.append(trials_text)
+    seeds = _seeds_sentence(trials, df)
+    if seeds:
+        sentences.append(seeds)
+    return " ".join(sentences)
+
+
 # ------------------------------------------------------------------------------ tables
 
 
@@ -416,12 +588,24 @@ def _select_caption(select: str) -> str:
     if select == "best-epoch":
         return ("Accuracy of each run's best test-set epoch (test-selected: the convention of public KD "
                 "codebases, optimistic because the test set picks the epoch).")
-    return "Accuracy at each run's last epoch (no selection on the test set)."
+    return "Accuracy at each run's last epoch."
 
 
-def _spread_caption() -> str:
-    return ("Mean ± sample standard deviation over seeds (one seed: the mean alone). "
-            "Bold: best student; underlined: second best.")
+def _spread_caption(cells: list[list[Stat | None]] | None = None, best: str = "best student") -> str:
+    text = (f"Mean ± sample standard deviation over seeds; the CSV and HTML add the {CONFIDENCE:.0%} Student-t "
+            f"confidence interval (n − 1 degrees of freedom).")
+    counts = sorted({c.n for row in (cells or []) for c in row
+                     if c is not None and c.mean is not None and c.compared_to is None})
+    if counts:
+        text += f" n = {counts[0]}{'' if len(counts) == 1 else f'–{counts[-1]}'} seeds per cell."
+    if 1 in counts:
+        text += " A cell from one seed shows its mean alone: no spread and no interval."
+    return text + f" Bold: {best}; underlined: second best."
+
+
+def _chosen_caption() -> str:
+    return (f"The hyperparameters each student row used: the chosen-hyperparameters table ({CHOSEN_TABLE}.*) "
+            f"and {BEST_CONFIG_FILE}.")
 
 
 def _cell_stats(per_block: dict, columns: list[Column], keys: list, lookup: dict,
@@ -441,9 +625,18 @@ def _cell_stats(per_block: dict, columns: list[Column], keys: list, lookup: dict
     return cells
 
 
+def _used(per_block: dict) -> pd.DataFrame:
+    """Every trial a table's cells use."""
+    frames = [t for rows in per_block.values() for t in rows.values() if len(t)]
+    if not frames:
+        return pd.DataFrame()
+    used = pd.concat(frames)
+    return used.drop_duplicates(["sweep", "trial_id"]) if {"sweep", "trial_id"} <= set(used.columns) else used
+
+
 def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False) -> Table | None:
     """The paper's Tables 1-3: methods as rows, (dataset, pair) x imbalance factor x (Tail, All)
-    as columns, and LTKD's gain over the best other student method."""
+    as columns, and LTKD's gain over the best other student method with a paired t-test."""
     trials, notes = table_trials(df, select)
     if trials.empty:
         return None
@@ -464,23 +657,56 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
     table = Table("main_table", "Main results", "", columns, labels, kinds, cells, notes=notes,
                   row_keys=list(keys), select=select, paper=paper)
     mark_best(table)
+    gain_text = ""
     if PROPOSED in keys and any(k not in (PROPOSED, TEACHER_ROW) for k in keys):
         table.rows.append(f"Δ {method_label(PROPOSED)} − best baseline")
         table.kinds.append("gain")
         table.row_keys.append("gain")
-        table.cells.append([_gain(table, j, lookup) for j in range(len(columns))])
+        gains = [_gain(table, j, lookup, per_block) for j in range(len(columns))]
+        table.cells.append(gains)
+        gain_text = (f" Δ: {method_label(PROPOSED)} minus the best other student method of the column (the teacher "
+                     f"excluded), with the two-sided paired t-test p-value across seeds against that method (pairs: "
+                     f"the same seed and teacher seed, run by both); {NOT_SIGNIFICANT}: not significant at "
+                     f"{ALPHA:g}.")
+        if any(g is not None and g.p_value is None for g in gains):
+            gain_text += (f" No test: fewer than two such pairs (or identical values); such a gain carries "
+                          f"{NOT_SIGNIFICANT} too.")
     groups = sorted({main_groups(block_members(trials, b)) for b in blocks})
+    used = _used(per_block)
     caption = (f"Top-1 accuracy (%) on the balanced test set; Tail: the 33% least frequent classes, All: every "
-               f"class. {_select_caption(select)} {_spread_caption()} Δ: LTKD minus the best other student "
-               f"method (the teacher excluded). LTKD row: rebalanced and reweighted, "
-               f"{'/'.join(str(g) for g in groups)} groups.")
+               f"class. {_select_caption(select)} {protocol_caption(used, df)} "
+               f"{_spread_caption(cells)}{gain_text} LTKD row: rebalanced and reweighted, "
+               f"{'/'.join(str(g) for g in groups)} groups. {_chosen_caption()}")
     if paper:
         caption += " In parentheses: the paper's published number (arXiv 2506.18496, Tables 1-3), where it has one."
-    table.caption = caption
+    table.caption = " ".join(caption.split())
     return table
 
 
-def _gain(table: Table, j: int, lookup: dict) -> Stat | None:
+def _has_teacher_seeds(trials: pd.DataFrame) -> bool:
+    return "teacher_seed" in trials and trials["teacher_seed"].notna().any()
+
+
+def pair_key(row: pd.Series | dict, with_teacher: bool) -> tuple:
+    """What pairs two runs of different methods: the seed, and the teacher's seed when both have one."""
+    seed = None if _missing(row.get("seed")) else int(row.get("seed"))
+    if not with_teacher:
+        return (seed,)
+    teacher = row.get("teacher_seed")
+    return (seed, None if _missing(teacher) else int(teacher))
+
+
+def paired_values(trials: pd.DataFrame, metric: str, with_teacher: bool) -> dict[tuple, float]:
+    """pair key -> the metric (the mean, should one key hold several runs)."""
+    values: dict[tuple, list[float]] = {}
+    for row in trials.to_dict("records"):
+        value = row.get(metric)
+        if not _missing(value):
+            values.setdefault(pair_key(row, with_teacher), []).append(float(value))
+    return {key: statistics.fmean(v) for key, v in values.items()}
+
+
+def _gain(table: Table, j: int, lookup: dict, per_block: dict | None = None) -> Stat | None:
     ours = None
     baselines = []
     for key, cell in zip(table.row_keys, (row[j] for row in table.cells)):
@@ -489,18 +715,26 @@ def _gain(table: Table, j: int, lookup: dict) -> Stat | None:
         if key == PROPOSED:
             ours = cell.mean
         elif key != TEACHER_ROW:
-            baselines.append(cell.mean)
+            baselines.append((key, cell.mean))
     if ours is None or not baselines:
         return None
-    gain = Stat(ours - max(baselines))
+    best_key, best_mean = max(baselines, key=lambda kv: kv[1])  # the first of equal means, in row order
+    gain = Stat(ours - best_mean, compared_to=best_key)
+    column = table.columns[j]
+    block = (column.dataset, column.teacher, column.student, column.imbalance_factor)
+    rows = (per_block or {}).get(block, {})
+    mine, theirs = rows.get(PROPOSED), rows.get(best_key)
+    if mine is not None and theirs is not None:
+        with_teacher = _has_teacher_seeds(mine) and _has_teacher_seeds(theirs)
+        test = paired_test(paired_values(mine, column.metric, with_teacher),
+                           paired_values(theirs, column.metric, with_teacher))
+        gain.n_pairs, gain.p_value, gain.no_test, gain.ci = test.n_pairs, test.p_value, test.reason, test.ci
     if table.paper:
-        column = table.columns[j]
-        block = (column.dataset, column.teacher, column.student, column.imbalance_factor)
         published = {key[-1]: values.get(column.metric) for key, values in lookup.items() if key[:4] == block}
-        theirs = published.get(PROPOSED)
+        theirs_paper = published.get(PROPOSED)
         others = [v for k, v in published.items() if k not in (PROPOSED, TEACHER_ROW) and v is not None]
-        if theirs is not None and others:
-            gain.paper = theirs - max(others)
+        if theirs_paper is not None and others:
+            gain.paper = theirs_paper - max(others)
     return gain
 
 
@@ -549,51 +783,90 @@ def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = F
                   cells, row_header="Variant", lead_headers=["Cross rebalanced", "Within reweighted", "Cross term", "Within term"],
                   lead=lead, notes=notes, row_keys=keys, select=select, paper=paper)
     mark_best(table)
-    table.caption = (f"LTKD's switches (the paper's Tables 4-5): cross-group term rebalanced (or the teacher's own "
-                     f"group probabilities), within-group terms with uniform weights (or the teacher's group "
-                     f"probabilities), each term on or off (alpha = 0: within only; beta = 0: cross only). "
-                     f"Top-1 accuracy (%). {_select_caption(select)} {_spread_caption()}")
+    caption = (f"LTKD's switches (the paper's Tables 4-5): cross-group term rebalanced (or the teacher's own "
+               f"group probabilities), within-group terms with uniform weights (or the teacher's group "
+               f"probabilities), each term on or off (alpha = 0: within only; beta = 0: cross only). "
+               f"Top-1 accuracy (%). {_select_caption(select)} {protocol_caption(_used(per_block), df)} "
+               f"{_spread_caption(cells)} {_chosen_caption()}")
     if paper:
-        caption = " In parentheses: the paper's published number (Tables 4-5, CIFAR-100-LT γ=20)."
-        table.caption += caption
+        caption += " In parentheses: the paper's published number (Tables 4-5, CIFAR-100-LT γ=20)."
+    table.caption = " ".join(caption.split())
     return table
 
 
+WITHIN_NORMS = {"sum": "the within-group term sums the groups with weight 1 each, the paper's, so it grows with "
+                       "the group count",
+                "mean": "the within-group term is divided by the group count"}
+
+
+def _norm_of(row: pd.Series | dict) -> str | None:
+    value = row.get("within_norm")
+    return None if _missing(value) else str(value)
+
+
+def _within_norm_sentence(norms: set) -> str:
+    known = sorted(n for n in norms if n is not None)
+    if len(norms) > 1:
+        return ("Rows mix within_norm settings (" + ", ".join(known + (["not recorded"] if None in norms else []))
+                + "): each row names its own.")
+    if known:
+        return f"within_norm = {known[0]}: {WITHIN_NORMS.get(known[0], known[0])}."
+    return ("within_norm not recorded (results from before the option existed, when the within-group term "
+            "summed the groups with weight 1 each, the paper's).")
+
+
 def group_count_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False) -> Table | None:
-    """The paper's Table 6: full LTKD by the number of class groups (overall accuracy)."""
+    """The paper's Table 6: full LTKD by the number of class groups (overall accuracy), one row per
+    group count (per group count and within_norm when the runs mix normalisations)."""
     trials, notes = table_trials(df, select)
     if trials.empty:
         return None
-    blocks = []
-    per_block = {}
+    trials = trials.assign(norm=[_norm_of(r) for r in trials.to_dict("records")])
+    candidates = []
     for block in table_cells(trials):
         members = block_members(trials, block)
         full = members[(members["row_key"] == PROPOSED) & (members["variant"] == "ltkd")]
         if full["groups"].nunique() < 2:
             continue
-        blocks.append(block)
-        per_block[block] = {int(n): group for n, group in full.groupby("groups")}
-    if not blocks:
+        candidates.append((block, full))
+    if not candidates:
         return None
-    counts = sorted({n for rows in per_block.values() for n in rows})
+    norms = {n for _, full in candidates for n in full["norm"]}
+    split = len(norms) > 1
+    blocks = []
+    per_block = {}
+    for block, full in candidates:
+        blocks.append(block)
+        if split:
+            labelled = full.assign(norm=full["norm"].fillna(""))  # groupby drops None keys
+            per_block[block] = {(int(n), norm or None): group for (n, norm), group in
+                                labelled.groupby(["groups", "norm"], sort=False)}
+        else:
+            per_block[block] = {(int(n), None): group for n, group in full.groupby("groups")}
+    keys = sorted({k for rows in per_block.values() for k in rows}, key=lambda k: (k[0], k[1] or ""))
     columns = _columns_for(blocks, (("acc", "All"),))
     lookup = _paper_lookup(paper_frame("group_count"), "n_groups") if paper else {}
-    cells = _cell_stats(per_block, columns, counts, lookup)
+    cells = _cell_stats(per_block, columns, keys, lookup, lambda key: key[0])
     for block, rows in per_block.items():
-        for n, trials_here in rows.items():
-            note = _mixed_note(f"LTKD with {n} groups", block, trials_here.assign(
+        for (n, norm), trials_here in rows.items():
+            label = f"LTKD with {n} groups" + (f" (within_norm {norm or 'not recorded'})" if split else "")
+            note = _mixed_note(label, block, trials_here.assign(
                 hparams_json=[_without(h, "n_groups") for h in trials_here["hparams_json"]]))
             if note:
                 notes.append(note)
-    table = Table("group_count_table", "LTKD by number of class groups", "", columns,
-                  [f"{n} groups" for n in counts], ["method"] * len(counts), cells, notes=notes,
-                  row_keys=[str(n) for n in counts], select=select, paper=paper, row_header="Groups")
+    labels = [f"{n} groups" + (f" ({norm or 'norm not recorded'})" if split else "") for n, norm in keys]
+    row_keys = [f"{n}/{norm or 'unrecorded'}" if split else str(n) for n, norm in keys]
+    table = Table("group_count_table", "LTKD by number of class groups", "", columns, labels,
+                  ["method"] * len(keys), cells, notes=notes, row_keys=row_keys, select=select, paper=paper,
+                  row_header="Groups")
     mark_best(table)
-    table.caption = (f"Full LTKD with the classes split into n frequency groups (the paper's Table 6; n = number of "
-                     f"classes is continuous reweighting). Overall top-1 accuracy (%). {_select_caption(select)} "
-                     f"{_spread_caption().replace('best student', 'best group count')}")
+    caption = (f"Full LTKD with the classes split into n frequency groups (the paper's Table 6; n = number of "
+               f"classes is continuous reweighting). {_within_norm_sentence(norms)} Overall top-1 accuracy (%). "
+               f"{_select_caption(select)} {protocol_caption(_used(per_block), df)} "
+               f"{_spread_caption(cells, 'best group count')} {_chosen_caption()}")
     if paper:
-        table.caption += " In parentheses: the paper's published number (Table 6, CIFAR-100-LT γ=100)."
+        caption += " In parentheses: the paper's published number (Table 6, CIFAR-100-LT γ=100)."
+    table.caption = " ".join(caption.split())
     return table
 
 
@@ -606,6 +879,164 @@ def _without(hparams_json: str, name: str) -> str:
     return json.dumps(values, sort_keys=True)
 
 
-def all_tables(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False) -> list[Table]:
+# ------------------------------------------------------------------------------ what was chosen
+
+
+def _one(values: Iterable) -> Any:
+    """The one known value (None if none; a sorted list if they differ)."""
+    known = sorted({v.item() if hasattr(v, "item") else v for v in _known(values)}, key=repr)
+    if not known:
+        return None
+    return known[0] if len(known) == 1 else known
+
+
+def _searched_names(search: pd.DataFrame) -> list[str]:
+    """The hyperparameters that took more than one value over a cell's search trials."""
+    seen: dict[str, set[str]] = {}
+    for text in search["hparams_json"]:
+        try:
+            values = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        for name, value in values.items():
+            seen.setdefault(name, set()).add(json.dumps(value, sort_keys=True))
+    return sorted(name for name, values in seen.items() if len(values) > 1)
+
+
+def _sort_entry(entry: dict) -> tuple:
+    return (_dataset_sort_key(entry["dataset"] or ""), float(entry["imbalance_factor"] or 0),
+            _pair_sort_key((entry["teacher_arch"], entry["student_arch"])), method_sort_key(entry["method"] or ""),
+            entry["cell"], -entry["runs"])
+
+
+def chosen_configs(df: pd.DataFrame) -> list[dict]:
+    """One entry per (sweep, cell, hyperparameter setting) of the final (and single) student runs:
+    the hyperparameters they used and how they were chosen."""
+    if df.empty:
+        return []
+    finals = df[(df["row_kind"] == "final") & df["stage"].isin(("final", "single")) & (df["role"] != "teacher")]
+    search = df[(df["row_kind"] == "final") & (df["stage"] == "search")]
+    entries = []
+    for (sweep, cell, hparams), group in finals.groupby(["sweep", "cell", "hparams_json"], sort=False):
+        first = group.iloc[0]
+        searched = search[(search["sweep"] == sweep) & (search["cell"] == cell)]
+        try:
+            values = json.loads(hparams)
+        except (TypeError, ValueError):
+            values = {}
+        completed = group[group["status"] == "completed"]
+        taught = completed[completed["teacher"].notna()]
+        entries.append({
+            "sweep": sweep, "cell": cell, "method": first["method"], "dataset": first["dataset"],
+            "imbalance_factor": None if _missing(first["imbalance_factor"]) else float(first["imbalance_factor"]),
+            "teacher_arch": None if _missing(first["teacher_arch"]) else first["teacher_arch"],
+            "student_arch": first["arch"], "hparams": values,
+            "searched": _searched_names(searched) if len(searched) > 1 else [],
+            "selection": _one(group["selection"]), "objective_metric": _one(group["objective_metric"]),
+            "search_trials": _one(int(v) for v in _known(group["search_trials"])),
+            "seeds": _ints(completed["seed"]), "teacher_seeds": _ints(taught["teacher_seed"]) if len(taught) else [],
+            "not_completed_seeds": _ints(group.loc[group["status"] != "completed", "seed"]),
+            "runs": len(group), "completed": len(completed),
+        })
+    return sorted(entries, key=_sort_entry)
+
+
+def best_configs(df: pd.DataFrame) -> dict:
+    """What `best_config.json` holds: sweep -> cell -> the final runs' hyperparameters, the split
+    their search was selected on, the metric it maximised and its trial count. A cell whose final
+    runs used more than one setting gives the most used one and lists the others."""
+    out: dict[str, dict[str, dict]] = {}
+    for entry in chosen_configs(df):
+        cells = out.setdefault(entry["sweep"], {})
+        record = {"method": entry["method"], "dataset": entry["dataset"],
+                  "imbalance_factor": entry["imbalance_factor"], "teacher_arch": entry["teacher_arch"],
+                  "student_arch": entry["student_arch"], "hparams": entry["hparams"],
+                  "searched": entry["searched"], "selection": entry["selection"],
+                  "objective_metric": entry["objective_metric"], "search_trials": entry["search_trials"],
+                  "seeds": entry["seeds"], "teacher_seeds": entry["teacher_seeds"]}
+        if entry["cell"] in cells:  # entries come most runs first within a cell
+            cells[entry["cell"]].setdefault("other_hparams", []).append(entry["hparams"])
+        else:
+            cells[entry["cell"]] = record
+    return out
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _trials_text(value: Any) -> str:
+    if value is None:
+        return "not recorded"
+    if isinstance(value, list):
+        return "/".join(_trials_text(v) for v in value)
+    return "defaults" if int(value) == 0 else str(int(value))
+
+
+def _selection_text(entry: dict) -> str:
+    trials = entry["search_trials"]
+    if trials == 0:
+        return "– (no search)"
+    selection, objective = entry["selection"], entry["objective_metric"]
+    if selection is None:
+        return "not recorded"
+    names = {"val": "validation", "test": "test set"}
+    split = "/".join(names.get(s, s) for s in selection) if isinstance(selection, list) else \
+        names.get(selection, selection)
+    if objective is not None:
+        split += f" ({'/'.join(objective) if isinstance(objective, list) else objective})"
+    return split
+
+
+def chosen_table(df: pd.DataFrame) -> TextTable | None:
+    """The chosen hyperparameters of every cell's final runs, one row per cell (per setting if a
+    cell's runs used several)."""
+    entries = chosen_configs(df)
+    if not entries:
+        return None
+    sweeps = sorted({e["sweep"] for e in entries})
+    headers = (["Sweep"] if len(sweeps) > 1 else []) + [
+        "Method", "Dataset", "γ", "Pair", "Hyperparameters", "Searched", "Trials", "Selection", "Seeds"]
+    rows, notes, seen = [], [], {}
+    for entry in entries:
+        label = method_label(entry["method"])
+        name = str(entry["cell"]).rsplit("/", 1)[-1]
+        if name and name != entry["method"]:
+            label += f" ({name})"
+        pair = (f"{entry['teacher_arch']} → {entry['student_arch']}" if entry["teacher_arch"]
+                else entry["student_arch"])
+        hparams = ", ".join(f"{k}={_value_text(v)}" for k, v in sorted(entry["hparams"].items())) or "–"
+        seeds = _int_text(entry["seeds"])
+        if entry["teacher_seeds"]:
+            seeds += f" (teacher {_int_text(entry['teacher_seeds'])})"
+        if entry["not_completed_seeds"]:
+            seeds += f"; not completed: {_int_text(entry['not_completed_seeds'])}"
+        rows.append(([entry["sweep"]] if len(sweeps) > 1 else []) + [
+            label, dataset_label(entry["dataset"]), format_factor(entry["imbalance_factor"] or 0), pair, hparams,
+            ", ".join(entry["searched"]) or "–", _trials_text(entry["search_trials"]), _selection_text(entry), seeds])
+        key = (entry["sweep"], entry["cell"])
+        seen[key] = seen.get(key, 0) + 1
+    for (sweep, cell), count in seen.items():
+        if count > 1:
+            notes.append(f"{cell} ({sweep}): the final runs used {count} different hyperparameter settings.")
+    caption = ("Hyperparameters of the final runs of every cell, also written to "
+               f"{BEST_CONFIG_FILE}. Searched: the hyperparameters that took more than one value over the cell's "
+               "search trials found in these results; Trials: the Optuna trials behind the choice (defaults: no "
+               "search); Selection: the split the search maximised, and the metric; Seeds: the student (and "
+               "teacher) seeds of the completed final runs.")
+    return TextTable(CHOSEN_TABLE, "Chosen hyperparameters", caption, headers, rows, notes)
+
+
+def all_tables(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False) -> list[Table | TextTable]:
+    """The main, ablation and group-count tables the results allow, then the chosen hyperparameters."""
     tables = [main_table(df, select, paper), ablation_table(df, select, paper), group_count_table(df, select, paper)]
-    return [t for t in tables if t is not None]
+    tables = [t for t in tables if t is not None]
+    if tables:
+        chosen = chosen_table(df)
+        if chosen is not None:
+            tables.append(chosen)
+    return tables

@@ -290,7 +290,13 @@ def test_train_factor_flag_is_checked(capsys, workspace, factor):
 
 
 def test_run_config_checks_the_factor_for_its_dataset():
+    # The paper's counts (no validation holdout): the largest class has 500 images.
     with pytest.raises(UserError, match="imbalance factor must be at most 500 for cifar100"):
-        RunConfig(dataset="cifar100", imbalance_factor=1e300, arch="resnet8", epochs=1).resolved()
-    largest = RunConfig(dataset="cifar100", imbalance_factor=500, arch="resnet8", epochs=1).resolved()
+        RunConfig(dataset="cifar100", imbalance_factor=1e300, arch="resnet8", epochs=1,
+                  validation_per_class=0).resolved()
+    largest = RunConfig(dataset="cifar100", imbalance_factor=500, arch="resnet8", epochs=1,
+                        validation_per_class=0).resolved()
     assert largest.imbalance_factor == 500
+    # With the default holdout of 50 per class the largest class has 450.
+    with pytest.raises(UserError, match="at most 450"):
+        RunConfig(dataset="cifar100", imbalance_factor=500, arch="resnet8", epochs=1).resolved()

@@ -202,16 +202,34 @@ def test_registry_lists_the_four_datasets():
 
 
 def test_describe_prints_counts_groups_and_totals(tmp_path, capsys):
-    write_cifar100(tmp_path, per_class_train=20, per_class_test=1)
+    # 60 per class: the default holdout of 50 per class leaves n_max 10
+    write_cifar100(tmp_path, per_class_train=60, per_class_test=1)
     assert ltkd_main(["data", "describe", "--dataset", "cifar100", "--root", str(tmp_path),
                       "--imbalance-factor", "10", "--groups", "4"]) == 0
     out = capsys.readouterr().out
-    counts = long_tail_counts(20, 100, 10)
+    counts = long_tail_counts(10, 100, 10)
     assert f"training images: {sum(counts)}" in out
+    assert "validation holdout: 50 per class (the default), 5000 images" in out
+    assert "n_max used: 10 (the smallest class's pool: 60 less the 50 held out" in out
+    assert f"the paper's protocol (validation_per_class 0) keeps {sum(long_tail_counts(60, 100, 10))} " in out
+    assert "10,847 / 15,907 / 19,573" in out and "9,754 / 14,315 / 17,614" in out
     assert "test images: 100 (balanced: 1 per class)" in out
     group_lines = [line.split() for line in out.splitlines() if line[:2] in ("g0", "g1", "g2", "g3")]
     assert [int(fields[1]) for fields in group_lines] == [25, 25, 25, 25]
     assert [int(fields[2]) for fields in group_lines] == [sum(counts[i:i + 25]) for i in range(0, 100, 25)]
+    class_lines = [line.split() for line in out.splitlines() if line.split()[:1] == ["0"]]
+    assert class_lines == [["0", "class0", str(counts[0]), "50", "g0"]]
+
+
+def test_describe_without_holdout_shows_the_papers_counts(tmp_path):
+    from orchestrator.describe import describe_dataset
+
+    write_cifar100(tmp_path, per_class_train=20, per_class_test=1)
+    out = describe_dataset("cifar100", tmp_path, 10, validation_per_class=0)
+    assert f"training images: {sum(long_tail_counts(20, 100, 10))} " in out
+    assert "validation holdout: none" in out and "n_max used: 20 " in out
+    with pytest.raises(UserError, match="validation_per_class 50 leaves cifar100 class .* largest allowed .* is 19"):
+        describe_dataset("cifar100", tmp_path, 10)
 
 
 @pytest.mark.parametrize("args,message", [

@@ -11,7 +11,7 @@ from trainables.config import RunConfig
 from trainables.engine import NonFiniteLossError, fit, read_metrics
 from trainables.errors import UserError
 
-# Small and quick: digits at imbalance factor 100 keeps 304 training images.
+# Small and quick: digits at imbalance factor 100 keeps 278 training images (10 per class held out for validation).
 QUICK = dict(dataset="digits", imbalance_factor=100, arch="resnet20", batch_size=64, progress=False)
 
 
@@ -50,8 +50,11 @@ def test_teacher_run_writes_checkpoint_config_and_metrics(teacher_dir):
     assert last["acc_tail"] == pytest.approx(sum(pc[7:]) / 3)
     assert sum(last["group_prob"]) == pytest.approx(1.0, abs=1e-5)
     assert (teacher_dir / "run.json").exists()
-    # the recorded subsample rebuilds the long-tailed set: 304 images at factor 100
-    assert len(payload["train_indices"]) == sum(payload["class_counts"]) == 304
+    # the recorded subsample rebuilds the long-tailed set: 278 images at factor 100 (n_max 124 - 10 held out)
+    assert len(payload["train_indices"]) == sum(payload["class_counts"]) == 278
+    assert len(payload["val_indices"]) == 100 and payload["val_indices"].dtype == torch.int64
+    for key in ("val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail"):
+        assert isinstance(last[key], float)
 
 
 @pytest.mark.parametrize("method", ["ce", "kd", "dkd", "dist", "bkd", "ltkd"])
@@ -125,10 +128,19 @@ def test_teacher_for_another_setting_is_refused(teacher_dir, tmp_path):
     assert not (tmp_path / "s" / CHECKPOINT_NAME).exists()
 
 
+def test_teacher_with_another_validation_split_is_refused(teacher_dir, tmp_path):
+    # the student's validation images would be in the teacher's training set
+    with pytest.raises(UserError, match="validation_per_class 10 \\(this run: 0\\)"):
+        fit(RunConfig(**QUICK, role="student", method="kd", epochs=1, teacher=str(teacher_dir),
+                      validation_per_class=0), tmp_path / "s", log=None)
+    assert not (tmp_path / "s").exists()
+
+
 def test_teacher_for_another_class_count_is_refused(tmp_path):
     write_cifar100(tmp_path / "data", per_class_train=2, per_class_test=1)
     fit(RunConfig(dataset="cifar100", root=str(tmp_path / "data"), imbalance_factor=2, arch="resnet20",
-                  epochs=1, batch_size=100, progress=False), tmp_path / "cifar_teacher", log=None)
+                  epochs=1, batch_size=100, progress=False, validation_per_class=0),
+        tmp_path / "cifar_teacher", log=None)
     with pytest.raises(UserError, match="dataset cifar100 \\(this run: digits\\); 100 classes \\(this run: 10\\)"):
         fit(RunConfig(**QUICK, role="student", method="ltkd", epochs=1, teacher=str(tmp_path / "cifar_teacher")),
             tmp_path / "s", log=None)

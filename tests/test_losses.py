@@ -26,6 +26,7 @@ from trainables.distillers import (
     ltkd_loss,
     warmup_factor,
 )
+from trainables.distillers.base import Hyperparameter
 from trainables.distillers.ltkd import LTKD, make_layout
 from trainables.models.base import ModelOutput
 
@@ -76,8 +77,10 @@ def group_totals_plain(zt, groups, temperature):
     return totals
 
 
-def ltkd_plain(zs, zt, groups, *, alpha, beta, temperature, rebalance=True, uniform_within=True, totals=None):
-    """SPEC section 1, term by term; `totals` overrides the batch's P_G (global statistics)."""
+def ltkd_plain(zs, zt, groups, *, alpha, beta, temperature, rebalance=True, uniform_within=True, totals=None,
+               within_norm="sum"):
+    """SPEC section 1, term by term; `totals` overrides the batch's P_G (global statistics).
+    within_norm "mean" divides the within term (the sum over groups) by the group count."""
     members = members_plain(groups)
     n_groups = len(members)
     if totals is None:
@@ -99,6 +102,8 @@ def ltkd_plain(zs, zt, groups, *, alpha, beta, temperature, rebalance=True, unif
         for g, m in enumerate(members):
             kl_g = kl_plain([pt[c] / pg_t[g] for c in m], [ps[c] / pg_s[g] for c in m])
             within += kl_g if uniform_within else pg_t[g] * kl_g
+        if within_norm == "mean":
+            within /= n_groups
         losses.append(alpha * cross + beta * within)
     return temperature ** 2 * sum(losses) / len(losses)
 
@@ -232,6 +237,71 @@ def test_ltkd_matches_plain_for_every_switch(name, kernel):
                 want = ltkd_plain(zs, zt, groups, alpha=alpha, beta=beta, temperature=3.0,
                                   rebalance=rebalance, uniform_within=uniform)
                 assert abs(float(got) - want) < 1e-9 * max(1.0, abs(want)), (rebalance, uniform, alpha, beta)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("name", sorted(GROUPINGS))
+def test_within_norm_mean_is_the_sum_divided_by_the_group_count(name, kernel):
+    """In float64: the within-only loss under "mean" is the one under "sum" over n_groups (bit for bit
+    when n_groups is a power of two, where the division is exact); the full loss matches the plain
+    reference with the within term averaged over the groups."""
+    groups = GROUPINGS[name]
+    n_groups = int(groups.max()) + 1
+    zs, zt = logits(8, 11, 70), logits(8, 11, 71)
+    for uniform in (True, False):
+        common = dict(temperature=3.0, uniform_within=uniform, kernel=kernel)
+        summed = ltkd_loss(zs, zt, groups, alpha=0.0, beta=2.0, within_norm="sum", **common)
+        mean = ltkd_loss(zs, zt, groups, alpha=0.0, beta=2.0, within_norm="mean", **common)
+        assert mean.dtype == summed.dtype == torch.float64
+        if n_groups & (n_groups - 1) == 0:
+            assert float(mean) == float(summed) / n_groups
+        else:
+            assert abs(float(mean) - float(summed) / n_groups) <= 4 * torch.finfo(torch.float64).eps * abs(float(mean))
+        full = ltkd_loss(zs, zt, groups, alpha=0.7, beta=2.0, within_norm="mean", **common)
+        want = ltkd_plain(zs, zt, groups, alpha=0.7, beta=2.0, temperature=3.0, uniform_within=uniform,
+                          within_norm="mean")
+        assert abs(float(full) - want) < 1e-9 * max(1.0, abs(want))
+
+
+def test_within_norm_mean_exactly_on_four_groups():
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3])
+    zs, zt = logits(6, 11, 72), logits(6, 11, 73)
+    for kernel in KERNELS:
+        summed = ltkd_loss(zs, zt, groups, alpha=0.0, beta=8.0, temperature=4.0, kernel=kernel)
+        mean = ltkd_loss(zs, zt, groups, alpha=0.0, beta=8.0, temperature=4.0, kernel=kernel, within_norm="mean")
+        assert float(mean) == float(summed) / 4 and float(mean) > 0
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_the_default_within_norm_is_the_old_loss(kernel):
+    groups = GROUPINGS["3_permuted"]
+    zs, zt = logits(8, 11, 74), logits(8, 11, 75)
+    default = ltkd_loss(zs, zt, groups, alpha=1.0, beta=8.0, temperature=4.0, kernel=kernel)
+    summed = ltkd_loss(zs, zt, groups, alpha=1.0, beta=8.0, temperature=4.0, kernel=kernel, within_norm="sum")
+    assert torch.equal(default, summed)
+    assert abs(float(default) - ltkd_plain(zs, zt, groups, alpha=1.0, beta=8.0, temperature=4.0)) < 1e-9
+    spec = get_method("ltkd")
+    assert spec.resolve()["within_norm"] == "sum"
+    distiller = spec.build(_context(), spec.resolve())
+    old = LTKD(class_groups(list(_context().class_counts), 3), alpha=1.0, beta=8.0, temperature=4.0)
+    out = lambda z: ModelOutput(z, [], z)  # noqa: E731
+    assert torch.equal(distiller(out(zs[:, :9]), out(zt[:, :9]), None), old(out(zs[:, :9]), out(zt[:, :9]), None))
+    with pytest.raises(ValueError, match="within_norm must be one of sum, mean"):
+        ltkd_loss(zs, zt, groups, alpha=1.0, beta=8.0, temperature=4.0, within_norm="max")
+
+
+def test_string_hyperparameters_take_one_of_their_choices():
+    spec = get_method("ltkd")
+    assert spec.resolve({"within_norm": "mean"})["within_norm"] == "mean"
+    for bad in ("max", "Mean", 1, None, True):
+        with pytest.raises(ValueError, match=r"ltkd: hyperparameter 'within_norm' must be one of sum, mean, got"):
+            spec.resolve({"within_norm": bad})
+    with pytest.raises(ValueError, match="needs its choices"):
+        Hyperparameter("mode", "a", str)
+    knob = Hyperparameter("size", 2, int, 1, None, choices=(2, 4))
+    assert knob.validate(4, "m") == 4
+    with pytest.raises(ValueError, match="must be one of 2, 4, got 3"):
+        knob.validate(3, "m")
 
 
 def test_grid_layout_is_used_where_expected():
@@ -372,8 +442,9 @@ def test_gradcheck_ltkd(name, kernel):
 
 
 def test_gradcheck_ltkd_distiller():
-    distiller = LTKD(GROUPINGS["3_permuted"], alpha=1.0, beta=8.0, temperature=4.0)
-    _gradcheck(lambda s, t: distiller(ModelOutput(s, [], s), ModelOutput(t, [], t), None), 4, 11)
+    for within_norm in ("sum", "mean"):
+        distiller = LTKD(GROUPINGS["3_permuted"], alpha=1.0, beta=8.0, temperature=4.0, within_norm=within_norm)
+        _gradcheck(lambda s, t: distiller(ModelOutput(s, [], s), ModelOutput(t, [], t), None), 4, 11)
 
 
 def test_gradcheck_dkd_dist_kd_bkd():
@@ -537,12 +608,14 @@ def test_distillers_equal_their_loss_functions():
     bkd = get_method("bkd").build(ctx, get_method("bkd").resolve())
     assert torch.allclose(bkd(out(zs), out(zt), targets), bkd_loss(zs, zt, ctx.class_counts, temperature=2.0))
     spec = get_method("ltkd")
-    for overrides in ({}, {"n_groups": 9}, {"n_groups": 4, "rebalance": False, "uniform_within": False}):
+    for overrides in ({}, {"n_groups": 9}, {"n_groups": 4, "rebalance": False, "uniform_within": False},
+                      {"n_groups": 5, "within_norm": "mean"}):
         hp = spec.resolve(overrides)
         ltkd = spec.build(ctx, hp)
         groups = class_groups(list(ctx.class_counts), hp["n_groups"])
         want = ltkd_plain(zs, zt, groups, alpha=hp["alpha"], beta=hp["beta"], temperature=hp["temperature"],
-                          rebalance=hp["rebalance"], uniform_within=hp["uniform_within"])
+                          rebalance=hp["rebalance"], uniform_within=hp["uniform_within"],
+                          within_norm=hp["within_norm"])
         assert abs(float(ltkd(out(zs), out(zt), targets)) - want) < 1e-9
 
 
@@ -582,7 +655,7 @@ def test_published_defaults():
     assert (bkd["beta_effective"], bkd["ce_weight"]) == (0.9999, 1.0)
     ltkd = get_method("ltkd").resolve()
     assert (ltkd["n_groups"], ltkd["rebalance"], ltkd["uniform_within"], ltkd["temperature"],
-            ltkd["warmup_epochs"], ltkd["ce_weight"]) == (3, True, True, 4.0, 20, 1.0)
+            ltkd["warmup_epochs"], ltkd["ce_weight"], ltkd["within_norm"]) == (3, True, True, 4.0, 20, 1.0, "sum")
     assert get_method("ltkd").resolve(dataset_style="imagenet")["temperature"] == 1.0
     assert get_method("ce").resolve()["ce_weight"] == 1.0
 

@@ -558,3 +558,201 @@ def test_optuna_history_plots_the_objective(sweep, tmp_path):
     df = read_results([str(sweep)])
     paths = optuna_history_figures(df, tmp_path, objective="acc_tail")
     assert len(paths) == 1 and paths[0].stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------------------ schema version 2 (issue 13)
+
+# What version 2 added to version 1, written out here rather than taken from the store module.
+VERSION_2_COLUMNS = ("selection", "objective_metric", "search_trials", "teacher_seed", "validation_per_class",
+                     "within_norm", "val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail")
+
+
+def _write_version_1(folder: Path, record: TrialRecord) -> Path:
+    """A results file as version 1 wrote it: its schema (SCHEMA without the version-2 columns, in
+    the same order), schema_version 1 in the rows and in the file metadata."""
+    rows = store_module.record_table(record)
+    schema = pa.schema([f for f in SCHEMA if f.name not in VERSION_2_COLUMNS],
+                       metadata={b"ltkd_sweep.schema_version": b"1", b"ltkd_sweep.format": b"ltkd-sweep/trial-results"})
+    columns = {name: rows[name] for name in schema.names}
+    columns["schema_version"] = pa.array([1] * len(rows), pa.int32())
+    path = folder / "results" / trial_file_name(record.trial_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pydict(columns, schema=schema), path)
+    return path
+
+
+def test_version_1_files_still_read(tmp_path, records):
+    assert SCHEMA_VERSION == 2 and set(VERSION_2_COLUMNS) <= set(SCHEMA.names)
+    old = [r for r in records if r.stage in ("final", "teacher") and r.config["imbalance_factor"] == 10.0]
+    new = [r for r in records if r.stage in ("final", "teacher") and r.config["imbalance_factor"] == 100.0]
+    for record in old:
+        path = _write_version_1(tmp_path, record)
+    assert pq.read_schema(path).metadata[b"ltkd_sweep.schema_version"] == b"1"
+    assert not set(VERSION_2_COLUMNS) & set(pq.read_schema(path).names)
+    for record in new:
+        write_trial(str(tmp_path), record)
+    warnings: list[str] = []
+    df = read_results([str(tmp_path)], warn=warnings.append)
+    assert warnings == []
+    assert list(df.columns) == list(SCHEMA.names) + ["source"]
+    assert len(df[df["row_kind"] == "final"]) == len(old) + len(new)
+    v1 = df[df["imbalance_factor"] == 10.0]
+    assert set(v1["schema_version"]) == {1} and set(df[df["imbalance_factor"] == 100.0]["schema_version"]) == {2}
+    for name in VERSION_2_COLUMNS:
+        assert v1[name].isna().all(), name
+    record = next(r for r in old if r.config["method"] == "ltkd")
+    final = v1[(v1["trial_id"] == record.trial_id) & (v1["row_kind"] == "final")].iloc[0]
+    assert final["acc"] == pytest.approx(record.history[-1]["acc"])
+    assert list(final["per_class_acc"]) == pytest.approx(record.history[-1]["per_class_acc"])
+    # the tables read it, and their caption does not invent a protocol for it
+    from results.tables import main_table
+
+    table = main_table(df)
+    assert {c.imbalance_factor for c in table.columns} == {10.0, 100.0}
+    assert "written before schema version 2" in table.caption
+    assert "selected on the validation split" not in table.caption
+
+
+def test_version_2_columns_round_trip(tmp_path, records):
+    base = next(r for r in records if r.stage == "final" and r.config["method"] == "ltkd")
+    history = [dict(m, val_acc=50.0 + i, val_acc_head=60.0 + i, val_acc_medium=50.5, val_acc_tail=40.25 + i)
+               for i, m in enumerate(base.history)]
+    history[0].update(val_acc=None, val_acc_head=None, val_acc_medium=None, val_acc_tail=None)
+    config = {**base.config, "validation_per_class": 10, "hparams": {**base.config["hparams"], "within_norm": "mean"}}
+    record = TrialRecord(**{**base.__dict__, "history": history, "config": config, "selection": "val",
+                            "teacher_seed": 2, "search_trials": 8, "objective_metric": "val_acc_tail"})
+    path = write_trial(str(tmp_path), record)
+    schema = pq.read_schema(path)
+    types = {"val_acc": pa.float64(), "val_acc_head": pa.float64(), "val_acc_medium": pa.float64(),
+             "val_acc_tail": pa.float64(), "selection": pa.string(), "teacher_seed": pa.int64(),
+             "search_trials": pa.int64(), "objective_metric": pa.string(), "within_norm": pa.string(),
+             "validation_per_class": pa.int64()}
+    for name, kind in types.items():
+        assert schema.field(name).type.equals(kind), name
+    df = read_results([str(tmp_path)])
+    epochs = df[df["row_kind"] == "epoch"].sort_values("epoch")
+    assert epochs["val_acc"].isna().tolist() == [True, False, False, False]
+    assert epochs["val_acc_tail"].tolist()[1:] == [41.25, 42.25, 43.25]
+    final = df[df["row_kind"] == "final"].iloc[0]
+    assert final["val_acc"] == 53.0 and final["val_acc_head"] == 63.0 and final["val_acc_medium"] == 50.5
+    assert final["selection"] == "val" and final["objective_metric"] == "val_acc_tail"
+    assert final["teacher_seed"] == 2 and final["search_trials"] == 8
+    assert final["within_norm"] == "mean" and final["validation_per_class"] == 10
+    assert df["extra_json"].isna().all()  # the validation metrics are columns, not extras
+    assert set(df["selection"]) == {"val"}  # every row of the trial carries how it was chosen
+    with pytest.raises(ValueError, match="selection must be"):
+        write_trial(str(tmp_path), TrialRecord(**{**record.__dict__, "selection": "validation"}))
+
+
+def test_tune_reports_validation_metrics_and_records_the_protocol(tmp_path):
+    from trainables.tune_trainable import REPORTED, reported_metrics, trial_record
+
+    assert {"val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail", "acc"} <= set(REPORTED)
+    epoch = {"epoch": 3, "epochs": 4, "acc": 50.0, "acc_head": 60.0, "acc_medium": 50.0, "acc_tail": 40.0,
+             "val_acc": 48.0, "val_acc_head": 58.0, "val_acc_medium": 47.0, "val_acc_tail": None,
+             "train_loss": 1.0, "lr": 0.1, "epoch_seconds": 2.0, "per_class_acc": [1.0]}
+    reported = reported_metrics(epoch)
+    assert reported["val_acc"] == 48.0 and "val_acc_tail" not in reported and "per_class_acc" not in reported
+    assert set(reported) == set(REPORTED) - {"val_acc_tail"}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({**epoch, "device": "cpu"}) + "\n")
+    older = {"sweep": "s", "trial_id": "final/c/seed0", "stage": "final", "cell": "c", "run_dir": str(run),
+             "resolved_run": {"dataset": "digits", "method": "kd", "seed": 0, "hparams": {}}}
+    record = trial_record(older, "completed", time.time(), run_folder=run)
+    assert (record.selection, record.teacher_seed, record.search_trials, record.objective_metric) == (None,) * 4
+    newer = {**older, "selection": "val", "teacher_seed": 0, "search_trials": 6, "objective_metric": "val_acc"}
+    record = trial_record(newer, "completed", time.time(), run_folder=run)
+    assert (record.selection, record.teacher_seed, record.search_trials, record.objective_metric) == \
+        ("val", 0, 6, "val_acc")
+    write_trial(str(tmp_path / "sweep"), record)
+    final = read_results([str(tmp_path / "sweep")]).query("row_kind == 'final'").iloc[0]
+    assert final["search_trials"] == 6 and final["val_acc"] == 48.0 and final["selection"] == "val"
+
+
+# ------------------------------------------------------------------------------ what was chosen (issue 13)
+
+
+def _chosen_records() -> list[TrialRecord]:
+    out = []
+    protocol = {"selection": "val", "objective_metric": "val_acc"}
+    for seed in (0, 1, 2):
+        out.append(_record("teacher", "teacher", 10.0, seed))
+        for method, trials in (("ce", 0), ("kd", 0)):
+            r = _record("final", method, 10.0, seed)
+            out.append(TrialRecord(**{**r.__dict__, **protocol, "search_trials": trials,
+                                      "teacher_seed": None if method == "ce" else 0}))
+        r = _record("final", "ltkd", 10.0, seed, hparams={"alpha": 2.5, "beta": 3.0})
+        out.append(TrialRecord(**{**r.__dict__, **protocol, "search_trials": 6, "teacher_seed": 0}))
+    for number, (alpha, beta) in enumerate([(0.5, 1.0), (2.5, 3.0), (4.0, 12.0)]):
+        r = _record("search", "ltkd", 10.0, 3, hparams={"alpha": alpha, "beta": beta}, tag=f"-t{number}",
+                    optuna_trial=number)
+        out.append(TrialRecord(**{**r.__dict__, **protocol, "search_trials": 6, "teacher_seed": 0}))
+    return out
+
+
+def test_report_writes_chosen_hyperparameters_and_best_config(tmp_path, capsys):
+    records = _chosen_records()
+    for record in records:
+        write_trial(str(tmp_path / "sweep"), record)
+    out = tmp_path / "report"
+    assert ltkd_main(["report", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "### Chosen hyperparameters" in printed
+    for extension in ("md", "tex", "html", "csv"):
+        assert (out / f"chosen_hparams.{extension}").stat().st_size > 0
+    rows = {r["Method"]: r for r in csv.DictReader(io.StringIO((out / "chosen_hparams.csv").read_text()))}
+    assert set(rows) == {"Student", "KD", "LTKD"}
+    ltkd = rows["LTKD"]
+    assert "alpha=2.5" in ltkd["Hyperparameters"] and "beta=3" in ltkd["Hyperparameters"]
+    assert ltkd["Searched"] == "alpha, beta" and ltkd["Trials"] == "6"
+    assert ltkd["Selection"] == "validation (val_acc)" and ltkd["Seeds"] == "0, 1, 2 (teacher 0)"
+    assert ltkd["Dataset"] == "CIFAR-100-LT" and ltkd["γ"] == "10" and ltkd["Pair"] == f"{TEACHER} → {STUDENT}"
+    assert rows["KD"]["Trials"] == "defaults" and rows["KD"]["Selection"] == "– (no search)"
+    assert rows["KD"]["Searched"] == "–" and "temperature=4" in rows["KD"]["Hyperparameters"]
+    assert rows["Student"]["Seeds"] == "0, 1, 2"
+    assert r"\begin{tabular}" in (out / "chosen_hparams.tex").read_text()
+
+    best = json.loads((out / "best_config.json").read_text())
+    assert list(best) == ["paper-repro"]
+    cells = best["paper-repro"]
+    ltkd_record = next(r for r in records if r.stage == "final" and r.config["method"] == "ltkd")
+    entry = cells[ltkd_record.cell]
+    assert entry["hparams"] == ltkd_record.config["hparams"]
+    assert entry["hparams"]["alpha"] == 2.5 and entry["hparams"]["beta"] == 3.0
+    assert entry["selection"] == "val" and entry["objective_metric"] == "val_acc" and entry["search_trials"] == 6
+    assert entry["searched"] == ["alpha", "beta"] and entry["seeds"] == [0, 1, 2] and entry["teacher_seeds"] == [0]
+    assert entry["method"] == "ltkd" and entry["teacher_arch"] == TEACHER and entry["student_arch"] == STUDENT
+    kd_record = next(r for r in records if r.stage == "final" and r.config["method"] == "kd")
+    assert cells[kd_record.cell]["search_trials"] == 0
+    assert cells[kd_record.cell]["hparams"] == kd_record.config["hparams"]
+    assert len(cells) == 3  # teachers and search trials are not cells of final runs
+    # the main table's caption points at them
+    caption = (out / "main_table.md").read_text()
+    assert "chosen_hparams" in caption and "best_config.json" in caption
+    assert "Search trials per method (defaults: no search): Student defaults, KD defaults, LTKD 6." in caption
+
+
+def test_group_count_table_names_its_within_norm(tmp_path):
+    from results.tables import group_count_table
+
+    def with_norm(record: TrialRecord, norm: str) -> TrialRecord:
+        config = {**record.config, "hparams": {**record.config["hparams"], "within_norm": norm}}
+        return TrialRecord(**{**record.__dict__, "config": config})
+
+    runs = [(n, seed) for n in (3, 10) for seed in (0, 1)]
+    for n, seed in runs:
+        write_trial(str(tmp_path / "sum"), with_norm(_record("final", "ltkd", 100.0, seed, hparams={"n_groups": n},
+                                                             tag=f"-g{n}"), "sum"))
+    table = group_count_table(read_results([str(tmp_path / "sum")]))
+    assert table.row_keys == ["3", "10"]
+    assert "within_norm = sum" in table.caption and "grows with the group count" in table.caption
+    # runs that mix normalisations: one row per (group count, within_norm), and the caption says so
+    for n, seed in runs:
+        write_trial(str(tmp_path / "sum"), with_norm(_record("final", "ltkd", 100.0, seed, hparams={"n_groups": n},
+                                                             tag=f"-g{n}-mean"), "mean"))
+    mixed = group_count_table(read_results([str(tmp_path / "sum")]))
+    assert mixed.row_keys == ["3/mean", "3/sum", "10/mean", "10/sum"]
+    assert mixed.rows == ["3 groups (mean)", "3 groups (sum)", "10 groups (mean)", "10 groups (sum)"]
+    assert all(cell.n == 2 for row in mixed.cells for cell in row)
+    assert "Rows mix within_norm settings (mean, sum)" in mixed.caption

@@ -46,7 +46,7 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-def run_ltkd(*args, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+def run_ltkd(*args, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([*LTKD, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
@@ -224,30 +224,36 @@ def test_sweep_runs_all_stages_and_keeps_optuna_and_parquet_consistent(finished_
     sweep = root / "store" / "tiny"
     assert "teachers: 1 runs, 0 already finished (reused), 1 to run" in result.stdout
     final = read_final_rows(sweep)
+    # The final LTKD run is a fresh run (seed 0), never a search trial (search seed 1) reused.
     assert sorted(final["stage"].value_counts().items()) == [("final", 2), ("search", 3), ("teacher", 1)]
     assert final["trial_id"].is_unique and set(final["status"]) == {"completed"}
+    assert set(final[final["stage"] == "search"]["seed"]) == {1} and set(final[final["stage"] == "final"]["seed"]) == {0}
+    assert len(list((sweep / "runs").glob("*/*"))) == 3 + 2  # three search folders, two final ones
     trials = study_trials(sweep)
     assert list(trials) == ["tiny:digits/if100/resnet8->resnet8/ltkd"]
     [study] = trials.values()
     assert [t.state.name for t in study] == ["COMPLETE"] * 3
     searched = final[final["stage"] == "search"].set_index("optuna_trial")
+    # Selection on validation (the default): Optuna holds val_acc, never the test accuracy.
+    assert set(searched["objective_metric"]) == {"val_acc"} and set(searched["selection"]) == {"val"}
     for trial in study:
-        assert trial.value == pytest.approx(searched.loc[trial.number, "acc"])
+        assert trial.value == pytest.approx(searched.loc[trial.number, "val_acc"])
         assert len(trial.intermediate_values) == 4  # every epoch's value was reported
     # the final LTKD run uses the best trial's hyperparameters
     best = max(study, key=lambda t: t.value)
     final_ltkd = final[(final["stage"] == "final") & (final["method"] == "ltkd")].iloc[0]
     assert final_ltkd["alpha"] == pytest.approx(best.params["alpha"])
-    assert int(final_ltkd["n_groups"]) == best.params["n_groups"]
+    assert final_ltkd["temperature"] == pytest.approx(best.params["temperature"])
+    assert int(final_ltkd["n_groups"]) == 3 and "n_groups" not in best.params  # the default space keeps 3 groups
     # The progress view: each search trial's line carries its cell's best final value so far.
-    lines = re.findall(r"completed: (\S+) \(acc ([\d.]+), best so far ([\d.]+)\)", result.stdout)
+    lines = re.findall(r"completed: (\S+) \(val_acc ([\d.]+), best so far ([\d.]+)\)", result.stdout)
     assert len(lines) == 3
     for i, (cell, _, best_so_far) in enumerate(lines):
         assert float(best_so_far) == max(float(value) for c, value, _ in lines[:i + 1] if c == cell)
     assert max(float(value) for _, value, _ in lines) == pytest.approx(max(t.value for t in study), abs=0.005)
     status = run_ltkd("status", sweep)
     assert status.returncode == 0 and "search: 3/3 trials ended (3 completed" in status.stdout
-    assert "teachers: 1/1 finished" in status.stdout
+    assert "teachers: 1/1 finished" in status.stdout and "best val_acc" in status.stdout
 
 
 def test_second_sweep_on_the_same_storage_reuses_the_teacher(finished_sweep):
@@ -306,7 +312,7 @@ def test_asha_stops_search_trials_early_and_every_record_agrees(finished_sweep):
     search = frame[frame["stage"] == "search"]
     final = search[search["row_kind"] == "final"].set_index("optuna_trial").sort_index()
     assert list(final.index) == list(range(6)), "every search trial has its record"
-    curves = {number: list(rows.sort_values("epoch")["acc"])
+    curves = {number: list(rows.sort_values("epoch")["val_acc"])  # ASHA reads the searched metric
               for number, rows in search[search["row_kind"] == "epoch"].groupby("optuna_trial")}
     # The rule, not an outcome: which trials ASHA stops depends on the values training gives (ties
     # stop nobody); whatever they are, every trial ends where ASHA's rule says, with matching records.
@@ -316,7 +322,7 @@ def test_asha_stops_search_trials_early_and_every_record_agrees(finished_sweep):
     [trials] = study_trials(sweep).values()
     for trial in trials:
         if expected[trial.number] == 4:
-            assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(final.loc[trial.number, "acc"])
+            assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(final.loc[trial.number, "val_acc"])
         else:
             assert trial.state.name == "PRUNED"
     stopped = sum(e < 4 for e in expected.values())
@@ -402,7 +408,7 @@ def kill_driver_once_a_run_finished_and_another_is_halfway(process: subprocess.P
         return any(end == epochs for end in ends) and any(1 <= end < epochs - 1 for end in ends)
 
     try:
-        _wait_until(finished_and_interrupted, 300, process)
+        _wait_until(finished_and_interrupted, 900, process)
         kill_driver(process)
     finally:
         if process.poll() is None:
@@ -457,7 +463,7 @@ def _sigkill_then_resume(tmp_path):
     searched = rows[rows["stage"] == "search"].set_index("optuna_trial")
     assert sorted(searched.index) == [0, 1, 2, 3]
     for trial in trials:
-        assert trial.value == pytest.approx(searched.loc[trial.number, "acc"])
+        assert trial.value == pytest.approx(searched.loc[trial.number, "val_acc"])
     # every finished run has exactly one results file
     files = list((sweep / "results").glob("*.parquet"))
     assert len(files) == len(rows)
@@ -488,7 +494,7 @@ def test_an_errored_trial_is_retried_from_its_checkpoint(tmp_path):
         return None
 
     try:
-        _wait_until(student_mid_run, 300, process)
+        _wait_until(student_mid_run, 900, process)
         run_dir, epoch, pid = student_mid_run()
         # The worker training that run dies mid-trial (as under the OOM killer): Tune retries the trial.
         assert pid in trial_workers(process.pid)
@@ -574,7 +580,7 @@ def test_sweep_on_an_object_store_resumes_elsewhere_after_sigkill_and_shares_tea
     assert sorted(searched.index) == [0, 1, 2] and rows["trial_id"].is_unique
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     for trial in trials:
-        assert trial.value == pytest.approx(searched.loc[trial.number, "acc"])
+        assert trial.value == pytest.approx(searched.loc[trial.number, "val_acc"])
     assert len((sweep / "results").files()) == len(rows)
     assert not list((tmp_path / "node2" / "runs").rglob("*.pt"))  # scratch copies are removed
     assert not (tmp_path / "sweeps").exists()  # nothing landed in a local folder by mistake

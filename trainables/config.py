@@ -41,12 +41,30 @@ def check_device(value: Any, key: str = "device") -> None:
         raise UserError(f"{key} must be one of {DEVICES}, got {value!r}")
 
 
-def check_imbalance_factor(dataset: str, value: Any, key: str = "imbalance factor") -> None:
-    """`value` is a usable imbalance factor for `dataset` (finite, >= 1, leaves every class an image)."""
+def check_validation_per_class(dataset: str, value: Any, key: str = "validation_per_class") -> None:
+    """`value` (None: the dataset's default) is a usable validation holdout per class for a complete
+    copy of `dataset`: an integer >= 0 that leaves every class a training image; else a UserError
+    naming `key`, the dataset and the largest allowed value."""
+    from trainables.data.sources import validation_per_class_problem
+
+    if value is None:
+        return
+    problem = validation_per_class_problem(dataset, value)
+    if problem:
+        raise UserError(f"{key} {problem}")
+
+
+def check_imbalance_factor(dataset: str, value: Any, key: str = "imbalance factor",
+                           validation_per_class: int | None = None) -> None:
+    """`value` is a usable imbalance factor for `dataset` (finite, >= 1, leaves every class an image)
+    once `validation_per_class` images per class (None: the dataset's default) are held out for
+    validation: the profile's n_max is then the nominal one less the holdout."""
     from trainables.data.long_tail import imbalance_factor_problem
     from trainables.data.sources import get_dataset, nominal_n_max
 
-    problem = imbalance_factor_problem(value, nominal_n_max(get_dataset(dataset)), dataset)
+    spec = get_dataset(dataset)
+    held_out = spec.validation_per_class if validation_per_class is None else int(validation_per_class)
+    problem = imbalance_factor_problem(value, nominal_n_max(spec, held_out), dataset, held_out=held_out)
     if problem:
         raise UserError(f"{key} {problem}")
 
@@ -58,7 +76,11 @@ class RunConfig:
     dataset: str = "digits"
     root: str | None = None
     imbalance_factor: float = 100.0
-    data_seed: int = 0  # seed of the long-tailed subsample (fixed across training seeds)
+    data_seed: int = 0  # seed of the validation split and the long-tailed subsample (fixed across training seeds)
+    # Images per class held out of the balanced training pool as the validation split, before the
+    # long-tailed subsample (which then has n_max = pool - holdout). None = the dataset's default
+    # (cifar100 50, tinyimagenet 50, imagenet 20, digits 10); 0 = no split (the paper's protocol and counts).
+    validation_per_class: int | None = None
     role: str = "teacher"  # teacher: cross-entropy on the long-tailed set; student: a method
     arch: str = "resnet20"
     method: str = "ce"
@@ -134,6 +156,9 @@ class RunConfig:
         if self.lr is None:
             out.lr = spec.student_lr if (self.role == "student" and spec.style == dataset.style) else recipe["lr"]
         out.weight_decay = recipe["weight_decay"] if self.weight_decay is None else self.weight_decay
+        check_validation_per_class(self.dataset, self.validation_per_class)
+        if self.validation_per_class is None:
+            out.validation_per_class = dataset.validation_per_class
         if self.lr_milestones is None:
             out.lr_milestones = tuple(sorted({max(1, round(f * out.epochs)) for f in recipe["milestones"]}))
         out.hparams = method.resolve(self.hparams, dataset_style=dataset.style,
@@ -157,7 +182,8 @@ class RunConfig:
         need(_finite(self.lr_decay) and 0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}")
         need(all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
              f"lr_milestones must be positive epoch numbers, got {self.lr_milestones}")
-        check_imbalance_factor(self.dataset, self.imbalance_factor)
+        check_validation_per_class(self.dataset, self.validation_per_class)
+        check_imbalance_factor(self.dataset, self.imbalance_factor, validation_per_class=self.validation_per_class)
         check_device(self.device)
         need(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
         need(self.teacher_cache in TEACHER_CACHE_MODES,

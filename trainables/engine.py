@@ -2,15 +2,17 @@
 
 One plain loop: per epoch, shuffled augmented batches -> forward (and the teacher's, for
 distillation) -> weighted cross-entropy + warmed-up distillation term -> SGD step; then
-evaluation on the balanced test set, an atomic checkpoint, and the epoch's metrics handed to a
-callback (the Ray trainable reports them to Tune; the command line prints them).
+evaluation on the balanced validation split (val_acc, val_acc_head/medium/tail: what searches
+select on) and on the balanced test set (acc, acc_head/medium/tail), an atomic checkpoint, and
+the epoch's metrics handed to a callback (the Ray trainable reports them to Tune; the command line
+prints them).
 
 Students of logit methods on in-memory CIFAR-style data read their teacher's logits from the
 teacher-logit cache (trainables/teacher_cache.py: every one of the 162 views of every training
-image, computed once per teacher and kept next to its checkpoint) instead of running the teacher;
-see `fit`'s `teacher_cache`. The cache changes neither the batches nor the views a run sees (the
-data generator is consumed identically), so a cached run equals a live-teacher run to float
-tolerance, and exact resume holds for both.
+image, 25 for the unflipped digits, computed once per teacher and kept next to its checkpoint)
+instead of running the teacher; see `fit`'s `teacher_cache`. The cache changes neither the
+batches nor the views a run sees (the data generator is consumed identically), so a cached run
+equals a live-teacher run to float tolerance, and exact resume holds for both.
 """
 from __future__ import annotations
 
@@ -155,6 +157,26 @@ def summarize(per_class: np.ndarray, eval_groups: torch.Tensor) -> dict[str, flo
     return out
 
 
+VALIDATION_METRICS = ("val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail")
+
+
+def validation_metrics(model: torch.nn.Module, batches, num_classes: int, eval_groups: torch.Tensor,
+                       amp_dtype: torch.dtype | None) -> dict[str, float | None]:
+    """val_acc, val_acc_head, val_acc_medium, val_acc_tail (%) of `model` on the balanced validation split.
+
+    The same `evaluate` as the test set (eval mode, no gradients, no augmentation) and the same
+    groups (the 3-group split of the training counts); all None without a split (`batches` None).
+    """
+    out: dict[str, float | None] = dict.fromkeys(VALIDATION_METRICS)
+    if batches is None:
+        return out
+    per_class, _ = evaluate(model, batches, num_classes, eval_groups, amp_dtype)
+    for name, value in summarize(per_class, eval_groups).items():
+        if f"val_{name}" in out:
+            out[f"val_{name}"] = value
+    return out
+
+
 # ----------------------------------------------------------------------------------- teacher
 
 
@@ -177,6 +199,13 @@ def read_teacher(config: RunConfig, data: LongTailedData, files: str | Path | No
             teacher_config["data_seed"] != config.data_seed:
         problems.append(f"imbalance factor {teacher_config['imbalance_factor']:g} / data seed "
                         f"{teacher_config['data_seed']} (this run: {config.imbalance_factor:g} / {config.data_seed})")
+    # A student selects on its validation split: its teacher must never have trained on those images.
+    teacher_holdout = teacher_config.get("validation_per_class") or 0
+    if teacher_holdout != config.validation_per_class:
+        problems.append(f"validation_per_class {teacher_holdout} (this run: {config.validation_per_class})")
+    elif payload.get("val_indices") is not None and \
+            not np.array_equal(payload["val_indices"].numpy(), np.asarray(data.val_indices)):
+        problems.append("another validation split (is --root the same copy of the dataset?)")
     if problems:
         raise CheckpointError(f"teacher checkpoint {config.teacher} was trained for " + "; ".join(problems)
                               + ": train a teacher for this setting or pass the matching one")
@@ -224,8 +253,9 @@ def teacher_cache_key(payload: dict, data: LongTailedData, batches: TensorBatche
         "n_train": len(data.train),
         "image_size": batches.size,
         "padding": batches.padding,
-        "flips": bool(batches.augment),
-        "views": "(row * (2p+1) + col) * 2 + flip",
+        "flips": bool(batches.hflip),
+        # how view ids are numbered (pipeline.encode_views); the key of a flipping (or unaugmented) run is unchanged
+        "views": "row * (2p+1) + col" if batches.augment and not batches.hflip else "(row * (2p+1) + col) * 2 + flip",
         "normalization": [list(normalization.mean), list(normalization.std)],
         "test_images": tcache.digest_array(data.test.images),
         "test_labels": tcache.digest_array(data.test.labels),
@@ -300,6 +330,21 @@ def _progress(step: int, steps: int, epoch: int, epochs: int, loss: float, start
         sys.stderr.write("\r" + " " * 90 + "\r")
 
 
+def _stored_identity(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config identity; one written before validation splits existed held none (0)."""
+    identity = dict(payload["config_identity"])
+    identity.setdefault("validation_per_class", 0)
+    return identity
+
+
+def _recorded_val_indices(payload: dict[str, Any] | None) -> np.ndarray | None:
+    """The validation split a checkpoint recorded (None: draw it; a checkpoint before splits had none)."""
+    if payload is None:
+        return None
+    recorded = payload.get("val_indices")
+    return np.zeros(0, dtype=np.int64) if recorded is None else recorded.numpy()
+
+
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "data": generator.get_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -324,7 +369,11 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
 def _format_epoch(m: dict[str, Any]) -> str:
     parts = [f"epoch {m['epoch']:>3}/{m['epochs']}", f"loss {m['train_loss']:.4f}", f"lr {m['lr']:.4g}",
              f"acc {m['acc']:.2f}", f"head {m['acc_head']:.2f}", f"medium {m['acc_medium']:.2f}",
-             f"tail {m['acc_tail']:.2f}", f"{m['epoch_seconds']:.1f}s"]
+             f"tail {m['acc_tail']:.2f}"]
+    if m.get("val_acc") is not None:
+        parts.append(f"val acc {m['val_acc']:.2f} (head {m['val_acc_head']:.2f}, medium {m['val_acc_medium']:.2f}, "
+                     f"tail {m['val_acc_tail']:.2f})")
+    parts.append(f"{m['epoch_seconds']:.1f}s")
     return "  ".join(parts)
 
 
@@ -421,13 +470,16 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
     resume = None
     if (run_dir / CHECKPOINT_NAME).exists():
         resume = load_checkpoint(run_dir, what="checkpoint in the run folder")
-        if resume["config_identity"] != config.identity():
-            changed = sorted(k for k in config.identity() if resume["config_identity"].get(k) != config.identity()[k])
+        stored = _stored_identity(resume)
+        if stored != config.identity():
+            changed = sorted(k for k in config.identity() if stored.get(k) != config.identity()[k])
             raise UserError(f"{run_dir} already holds a different run (differs in: {', '.join(changed)}); "
                             "choose another output folder")
 
     data = load_long_tailed(config.dataset, config.root, config.imbalance_factor, config.data_seed,
-                            train_indices=None if resume is None else resume["train_indices"].numpy())
+                            train_indices=None if resume is None else resume["train_indices"].numpy(),
+                            validation_per_class=config.validation_per_class,
+                            val_indices=_recorded_val_indices(resume))
     num_classes = data.num_classes
     eval_groups = class_groups(data.counts, 3) if num_classes >= 3 else torch.zeros(num_classes, dtype=torch.long)
 
@@ -440,14 +492,20 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
     if data.spec.in_memory:
         normalization = Normalization.of(data.train.images)
         train_batches = TensorBatches(data.train, config.batch_size, device, normalization, augment=config.augment,
-                                      padding=data.spec.crop_padding, channels_last=channels_last)
+                                      padding=data.spec.crop_padding, channels_last=channels_last,
+                                      hflip=data.spec.hflip)
         test_batches = TensorBatches(data.test, 500, device, normalization, augment=False, channels_last=channels_last)
+        val_batches = TensorBatches(data.val, 500, device, normalization, augment=False,
+                                    channels_last=channels_last) if len(data.val) else None
     else:
         normalization = None
         train_batches = FileBatches(data.train, config.batch_size, device, train=True, image_size=data.spec.image_size,
-                                    num_workers=config.num_workers, channels_last=channels_last)
+                                    num_workers=config.num_workers, channels_last=channels_last, hflip=data.spec.hflip)
         test_batches = FileBatches(data.test, config.batch_size, device, train=False, image_size=data.spec.image_size,
                                    num_workers=config.num_workers, channels_last=channels_last)
+        val_batches = None if not len(data.val) else FileBatches(
+            data.val, config.batch_size, device, train=False, image_size=data.spec.image_size,
+            num_workers=config.num_workers, channels_last=channels_last)
 
     method = get_method(config.method)
     teacher, teacher_config, teacher_payload = None, None, None
@@ -549,10 +607,12 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         scheduler.step()
         train_seconds = time.perf_counter() - started
 
+        val_metrics = validation_metrics(model, val_batches, num_classes, eval_groups, amp_dtype)
         per_class, group_prob = evaluate(model, test_batches, num_classes, eval_groups, amp_dtype)
         metrics: dict[str, Any] = {
             "epoch": epoch + 1, "epochs": config.epochs, "train_loss": float(loss_sum) / max(steps, 1), "lr": lr,
             **summarize(per_class, eval_groups),
+            **val_metrics,
             "per_class_acc": [float(v * 100) for v in per_class],
             "group_prob": [float(v) for v in group_prob],
             "teacher_group_prob": None if teacher_group_prob is None else [float(v) for v in teacher_group_prob],
@@ -568,6 +628,7 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
             "epoch": epoch + 1, "finished": epoch + 1 == config.epochs,
             "num_classes": num_classes, "class_counts": list(data.counts),
             "train_indices": torch.as_tensor(data.train_indices, dtype=torch.int64),
+            "val_indices": torch.as_tensor(data.val_indices, dtype=torch.int64),
             "normalization": None if normalization is None else [normalization.mean, normalization.std],
             "model": model.state_dict(), "distiller": None if distiller is None else distiller.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": _scheduler_state(scheduler),

@@ -19,8 +19,15 @@ from typing import Any
 
 from trainables.storage import LocalCopy, Location, local_folder
 
-# Scalar metrics reported to Tune each epoch (lists stay in the run folder and the Parquet store).
-REPORTED = ("epoch", "epochs", "acc", "acc_head", "acc_medium", "acc_tail", "train_loss", "lr", "epoch_seconds")
+# Scalar metrics reported to Tune each epoch (lists stay in the run folder and the Parquet store): the
+# test metrics and, beside them, the validation split's (what searches maximise with selection "val").
+REPORTED = ("epoch", "epochs", "acc", "acc_head", "acc_medium", "acc_tail", "val_acc", "val_acc_head",
+            "val_acc_medium", "val_acc_tail", "train_loss", "lr", "epoch_seconds")
+
+
+def reported_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The REPORTED metrics of an epoch; a metric that is None (no validation split) is left out."""
+    return {name: metrics[name] for name in REPORTED if metrics.get(name) is not None}
 
 
 def trial_record(trial: dict[str, Any], status: str, started: float, error: str | None = None,
@@ -47,6 +54,9 @@ def trial_record(trial: dict[str, Any], status: str, started: float, error: str 
         config=trial["resolved_run"], history=history, status=status, wall_seconds=time.time() - started,
         device=history[-1]["device"] if history else "", code_version=code_version(), error=error,
         study=trial.get("study"), optuna_trial=trial.get("optuna_trial"), class_counts=class_counts,
+        # How this configuration was chosen (orchestrator/plan.py; absent from older trial dicts).
+        selection=trial.get("selection"), teacher_seed=trial.get("teacher_seed"),
+        search_trials=trial.get("search_trials"), objective_metric=trial.get("objective_metric"),
     )
 
 
@@ -108,7 +118,7 @@ def run_trial(trial: dict[str, Any]) -> None:
                 # Before the last report: a scheduler may stop the trial on it (ASHA stops every trial at
                 # max_t), and a stopped trial's thread never comes back from tune.report.
                 record_completed()
-            tune.report({name: metrics[name] for name in REPORTED})
+            tune.report(reported_metrics(metrics))
 
         try:
             gpus = float(trial.get("gpus", 0))
@@ -125,4 +135,4 @@ def run_trial(trial: dict[str, Any]) -> None:
         if not reported:  # already finished earlier (resumed sweep): report its final epoch once
             run.sync([CONFIG_NAME, METRICS_NAME])  # fit rebuilt them from the checkpoint, which may lead them
             record_completed()
-            tune.report({name: result.metrics[name] for name in REPORTED})
+            tune.report(reported_metrics(result.metrics))

@@ -11,11 +11,14 @@ def max_imbalance_factor(n_max: int) -> int:
     return int(n_max)
 
 
-def imbalance_factor_problem(imbalance_factor, n_max: int, dataset: str | None = None) -> str | None:
+def imbalance_factor_problem(imbalance_factor, n_max: int, dataset: str | None = None,
+                             held_out: int = 0) -> str | None:
     """What is wrong with `imbalance_factor` for a largest class of `n_max` images, or None.
 
     The text continues a subject ("imbalance factor ", "--imbalance-factor ", ...): it must be a
     finite number >= 1 and at most n_max, so that the smallest class keeps int(n_max / gamma) >= 1 images.
+    `held_out`: images per class held out for validation before the profile was drawn (n_max is
+    what remains); the text then says so.
     """
     if isinstance(imbalance_factor, bool) or not isinstance(imbalance_factor, (int, float)):
         return f"must be a number, got {imbalance_factor!r}"
@@ -23,11 +26,14 @@ def imbalance_factor_problem(imbalance_factor, n_max: int, dataset: str | None =
         return f"must be >= 1 (1 = balanced, 100 = head class 100x the tail), got {imbalance_factor}"
     largest = max_imbalance_factor(n_max)
     where = f" for {dataset}" if dataset else ""
+    held = (f", {n_max + held_out} less validation_per_class = {held_out} held out for validation"
+            if held_out else "")
     if not math.isfinite(imbalance_factor):
-        return f"must be a finite number, got {imbalance_factor}; the largest allowed{where} is {largest}"
+        note = f" ({n_max} training images in its largest class{held})" if held else ""
+        return f"must be a finite number, got {imbalance_factor}; the largest allowed{where} is {largest}{note}"
     if imbalance_factor > largest:
-        return (f"must be at most {largest}{where} (its largest class has {n_max} images, so a factor of "
-                f"{imbalance_factor:g} leaves the smallest class none), got {imbalance_factor:g}")
+        return (f"must be at most {largest}{where} (its largest class has {n_max} training images{held}, so a "
+                f"factor of {imbalance_factor:g} leaves the smallest class none), got {imbalance_factor:g}")
     return None
 
 
@@ -79,3 +85,25 @@ def subsample_indices(
             wanted = len(members)
         kept.append(rng.choice(members, size=wanted, replace=False))
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
+
+
+# The validation split's generator: a stream of its own, derived from the data seed, so the split
+# does not shift the subsample's draws and does not depend on the imbalance factor.
+VALIDATION_STREAM = 1
+
+
+def validation_indices(labels: np.ndarray, per_class: int, seed: int, num_classes: int | None = None) -> np.ndarray:
+    """Indices into `labels` of `per_class` images of every class, drawn with a generator seeded by `seed`.
+
+    The balanced validation split, held out of the training pool before the long-tailed
+    subsample. Sorted (a canonical record); empty when per_class is 0. Every class must have
+    more than per_class images (the caller checks, naming validation_per_class).
+    """
+    labels = np.asarray(labels)
+    if per_class == 0:
+        return np.zeros(0, dtype=np.int64)
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if len(labels) else 0
+    rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(VALIDATION_STREAM,)))
+    held = [rng.choice(np.flatnonzero(labels == cls), size=per_class, replace=False) for cls in range(num_classes)]
+    return np.sort(np.concatenate(held)).astype(np.int64) if held else np.zeros(0, dtype=np.int64)

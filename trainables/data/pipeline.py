@@ -10,6 +10,8 @@ padding 4): a row offset and a column offset in [0, 2p] and a flip. `encode_view
 0..n-1 (`view = (row * (2p + 1) + col) * 2 + flip`), which is how the teacher-logit cache
 (trainables/teacher_cache.py) stores the teacher's logits of every view; `TensorBatches.epoch`
 yields the view of every image it crops, and `TensorBatches.view_inputs` rebuilds any view.
+Without flips (`hflip=False`: the digits set, whose mirror images are other glyphs) there are
+(2p + 1)^2 views, numbered `row * (2p + 1) + col`; with flips nothing changes (same draws, same ids).
 """
 from __future__ import annotations
 
@@ -35,10 +37,17 @@ class Normalization:
         return Normalization(tuple(float(v) for v in flat.mean(0)), tuple(float(v) for v in std))
 
 
-def crop_flip_parameters(batch: int, padding: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random (row offset, column offset, flip) per image: offsets uniform in [0, 2*padding], flip with p=0.5."""
+def crop_flip_parameters(batch: int, padding: int, generator: torch.Generator,
+                         hflip: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random (row offset, column offset, flip) per image: offsets uniform in [0, 2*padding], flip with p=0.5.
+
+    With `hflip=False` no image is flipped (all False) and no coin is drawn.
+    """
     offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator)
-    flips = torch.rand(batch, generator=generator) < 0.5
+    if hflip:
+        flips = torch.rand(batch, generator=generator) < 0.5
+    else:
+        flips = torch.zeros(batch, dtype=torch.bool)
     return offsets[0], offsets[1], flips
 
 
@@ -89,7 +98,8 @@ class TensorBatches:
     """
 
     def __init__(self, images: ImageSet, batch_size: int, device: torch.device, normalization: Normalization,
-                 augment: bool = True, padding: int = 4, drop_last: bool = False, channels_last: bool = False):
+                 augment: bool = True, padding: int = 4, drop_last: bool = False, channels_last: bool = False,
+                 hflip: bool = True):
         if images.images is None:
             raise ValueError("TensorBatches needs images held in memory")
         tensor = torch.from_numpy(images.images)  # (N, H, W, C) uint8
@@ -101,6 +111,7 @@ class TensorBatches:
         self.labels = torch.from_numpy(images.labels).to(device)
         self.batch_size = batch_size
         self.augment = augment
+        self.hflip = bool(augment and hflip)  # the augmentation flips images horizontally
         self.drop_last = drop_last
         self.device = device
         self.channels_last = channels_last
@@ -117,8 +128,9 @@ class TensorBatches:
 
     @property
     def n_views(self) -> int:
-        """Distinct training views of one image (162 for the CIFAR augmentation; 1 without augmentation)."""
-        return view_count(self.padding, self.augment)
+        """Distinct training views of one image (162 for the CIFAR augmentation, 81 without its flips;
+        1 without augmentation)."""
+        return view_count(self.padding, self.hflip) if self.augment else 1
 
     def to_input(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) uint8 -> normalised float (B, C, H, W)."""
@@ -138,7 +150,7 @@ class TensorBatches:
         for step in range(len(self)):
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
             if self.augment:
-                rows, cols, flips = crop_flip_parameters(len(index), self.padding, generator)
+                rows, cols, flips = crop_flip_parameters(len(index), self.padding, generator, self.hflip)
                 on_device = self._to_device(index, rows, cols, flips.long())
                 batch = crop_flip(self.padded, on_device[0], on_device[1], on_device[2], on_device[3].bool(), self.size)
             else:
@@ -151,7 +163,7 @@ class TensorBatches:
             elif rows is None:
                 yield inputs, labels, index, torch.zeros(len(index), dtype=torch.long)
             else:
-                yield inputs, labels, index, encode_views(rows, cols, flips, self.padding)
+                yield inputs, labels, index, encode_views(rows, cols, flips, self.padding, self.hflip)
 
     def _to_device(self, *parts: torch.Tensor) -> torch.Tensor:
         """Small CPU index tensors -> the device in one copy; on CUDA from pinned memory without a
@@ -164,7 +176,7 @@ class TensorBatches:
         """Normalised inputs of images `index` seen through `views` (what `epoch` yields for them)."""
         if not self.augment:
             return self.to_input(self.padded[index.to(self.device)])
-        rows, cols, flips = decode_views(views, self.padding)
+        rows, cols, flips = decode_views(views, self.padding, self.hflip)
         return self.to_input(crop_flip(self.padded, index, rows, cols, flips, self.size))
 
     def ordered(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -199,12 +211,13 @@ class FileBatches:
     """ImageNet-style batches decoded from files by DataLoader workers (RandomResizedCrop + flip)."""
 
     def __init__(self, images: ImageSet, batch_size: int, device: torch.device, train: bool, image_size: int = 224,
-                 num_workers: int = 4, channels_last: bool = False):
+                 num_workers: int = 4, channels_last: bool = False, hflip: bool = True):
         from torchvision import transforms
 
         normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         if train:
-            transform = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
+            flip = [transforms.RandomHorizontalFlip()] if hflip else []
+            transform = transforms.Compose([transforms.RandomResizedCrop(image_size), *flip,
                                             transforms.ToTensor(), normalize])
         else:
             transform = transforms.Compose([transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size),

@@ -1,8 +1,24 @@
 """Datasets read from the user's own folders (never downloaded), plus the embedded digits set.
 
-Each source returns the balanced training and test sets; `load_long_tailed` then draws the
-long-tailed training subsample (SPEC section 3). Small datasets are held in memory as one uint8
-array (N, H, W, 3); ImageNet keeps file paths and is decoded lazily by the data pipeline.
+Each source returns the balanced training and test sets; `load_long_tailed` then holds out the
+balanced validation split and draws the long-tailed training subsample from what remains (SPEC
+sections 3 and 5). Small datasets are held in memory as one uint8 array (N, H, W, 3); ImageNet
+keeps file paths and is decoded lazily by the data pipeline.
+
+Validation split and counts. `validation_per_class` images of every class (defaults: cifar100 50,
+tinyimagenet 50, imagenet 20, digits 10; `DatasetSpec.validation_per_class`) are drawn from the
+balanced training pool with a generator seeded by the data seed, before the long-tailed
+subsample; the split never touches the test set and depends only on the dataset, the data seed and
+`validation_per_class` (not on the imbalance factor), so a teacher and its students share it. The
+long-tailed profile then uses n_max = min(nominal n_max, smallest class's pool - holdout) (ImageNet-LT,
+which caps each class at what it has, caps it at what remains after the holdout). The counts
+therefore differ from the paper's: CIFAR-100-LT has 10,847 / 15,907 / 19,573 training images at
+imbalance factors 100 / 20 / 10 with n_max 500 (the paper's protocol, `validation_per_class = 0`,
+which keeps exactly those counts and subsamples); with the default 50 held out per class n_max is
+450 and they are 9,754 / 14,315 / 17,614, beside 5,000 validation images. TinyImageNet-LT:
+21,549 / 31,711 / 39,072 at n_max 500, 19,381 / 28,531 / 35,157 at n_max 450 (+ 10,000 validation).
+Digits (124 training images in its smallest class after the fixed test split): n_max 114 with the
+default 10 held out per class, 278 images at factor 100 and 461 at 10 (304 and 503 without).
 """
 from __future__ import annotations
 
@@ -78,6 +94,10 @@ class DatasetSpec:
     cap_to_available: bool = False  # ImageNet-LT: a class keeps at most what it has
     in_memory: bool = True
     crop_padding: int = 4  # the CIFAR augmentation: random crop of image_size after zero padding
+    hflip: bool = True  # the augmentation's horizontal flip (off for digits: mirrored digits are other glyphs)
+    # Images per class held out of the balanced training pool as the validation split, by default
+    # (RunConfig.validation_per_class = None); 0 = none, the paper's protocol and counts.
+    validation_per_class: int = 0
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -269,6 +289,7 @@ def _read_cifar(root) -> BalancedSource:
 _register(DatasetSpec(
     name="cifar100", num_classes=100, n_max=500, image_size=32, style="cifar",
     paper_imbalance_factors=(10, 20, 100), layout=CIFAR_LAYOUT, read=_read_cifar, find_root=_cifar_root,
+    validation_per_class=50,
 ))
 
 
@@ -320,6 +341,7 @@ def _read_tiny(root) -> BalancedSource:
 _register(DatasetSpec(
     name="tinyimagenet", num_classes=200, n_max=500, image_size=64, style="cifar",
     paper_imbalance_factors=(10, 20, 100), layout=TINY_LAYOUT, read=_read_tiny, find_root=_tiny_root,
+    validation_per_class=50,
 ))
 
 
@@ -362,7 +384,7 @@ def _read_imagenet(root) -> BalancedSource:
 _register(DatasetSpec(
     name="imagenet", num_classes=1000, n_max=1300, image_size=224, style="imagenet",
     paper_imbalance_factors=(5, 10, 20), layout=IMAGENET_LAYOUT, read=_read_imagenet, find_root=_imagenet_root,
-    cap_to_available=True, in_memory=False,
+    cap_to_available=True, in_memory=False, validation_per_class=20,
 ))
 
 
@@ -371,13 +393,16 @@ _register(DatasetSpec(
 # test split (DIGITS_TEST_PER_CLASS per class, drawn with a seed of its own so it never depends
 # on the run's seed); images upsampled to 16x16 RGB for the CIFAR-style models (they pool
 # adaptively), cropped with 2 pixels of padding: the same share of the image as CIFAR's 4 of 32,
-# at a quarter of the compute of 32x32, so the quickstart sweep runs in minutes on a CPU.
+# at a quarter of the compute of 32x32, so the quickstart sweep runs in minutes on a CPU. Never
+# flipped: a mirrored 2, 3, 4, 5, 6, 7 or 9 is no digit (DatasetSpec.hflip).
+# The validation split (10 per class by default) is held out of the training pool, not of the test split.
 DIGITS_SIZE = 16
 
 DIGITS_TEST_PER_CLASS = 50
 DIGITS_SPLIT_SEED = 20240601
 # Training images of the rarest digit (8: 174 in scikit-learn's set) after the test split: the
-# n_max that target_counts derives from the data, known here so configs are checked without loading it.
+# n_max that target_counts derives from the data without a validation holdout, known here so
+# configs are checked without loading it.
 DIGITS_N_MAX = 174 - DIGITS_TEST_PER_CLASS
 
 
@@ -408,9 +433,9 @@ def _read_digits(root) -> BalancedSource:
 
 
 _register(DatasetSpec(
-    name="digits", num_classes=10, n_max=None, image_size=DIGITS_SIZE, style="cifar", crop_padding=2,
+    name="digits", num_classes=10, n_max=None, image_size=DIGITS_SIZE, style="cifar", crop_padding=2, hflip=False,
     paper_imbalance_factors=(10, 100), layout="nothing: digits ships with scikit-learn (--root is ignored)",
-    read=_read_digits, find_root=_digits_root,
+    read=_read_digits, find_root=_digits_root, validation_per_class=10,
 ))
 
 
@@ -419,57 +444,135 @@ _register(DatasetSpec(
 
 @dataclass
 class LongTailedData:
-    """A long-tailed training set, the balanced test set, and the record needed to rebuild it."""
+    """A long-tailed training set, the balanced validation and test sets, and the record to rebuild them."""
 
     dataset: str
     imbalance_factor: float
     seed: int
     counts: list[int]  # images per class actually kept, class 0 largest
-    train_indices: np.ndarray  # indices into the balanced training set (sorted): the audit record
+    train_indices: np.ndarray  # indices into the balanced training pool (sorted): the audit record
     train: ImageSet
     test: ImageSet
     class_names: list[str]
     spec: DatasetSpec = field(repr=False)
+    # The validation split: validation_per_class images of every class, held out of the balanced
+    # training pool before the subsample (empty when validation_per_class is 0).
+    val: ImageSet = field(default_factory=lambda: ImageSet(labels=np.zeros(0, dtype=np.int64)), repr=False)
+    val_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # into the pool, sorted
+    validation_per_class: int = 0
+    n_max: int = 0  # the long-tailed profile's largest class, after the holdout
 
     @property
     def num_classes(self) -> int:
         return len(self.counts)
 
 
-def target_counts(spec: DatasetSpec, source_train_labels: np.ndarray, imbalance_factor: float,
-                  num_classes: int | None = None) -> list[int]:
-    """Per-class counts the long-tailed profile asks for (class 0 largest).
+def default_validation_per_class(name: str) -> int:
+    """The dataset's default validation holdout per class (what RunConfig's None resolves to)."""
+    return get_dataset(name).validation_per_class
+
+
+def _check_validation_value(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise UserError(f"validation_per_class must be an integer >= 0 (0 = no validation split), got {value!r}")
+
+
+def profile_n_max(spec: DatasetSpec, source_train_labels: np.ndarray, num_classes: int | None = None,
+                  validation_per_class: int = 0) -> int:
+    """The n_max of the long-tailed profile drawn from this pool after holding out `validation_per_class`.
 
     n_max is the dataset's nominal largest class (500 for CIFAR-100 and TinyImageNet, 1300 for
-    ImageNet), lowered to what every class has for balanced sources (a partial copy, or the
-    digits set), so the profile can always be drawn. ImageNet-LT instead caps each class at
-    what it has (SPEC section 3).
+    ImageNet), lowered to what every class has left after the holdout for balanced sources (a
+    partial copy, or the digits set), so the profile can always be drawn. ImageNet-LT instead caps
+    each class at what it has left (SPEC section 3), so its n_max is capped by its largest class.
+    A holdout that leaves some class no training image is a UserError naming validation_per_class,
+    the dataset and the largest allowed value.
     """
+    _check_validation_value(validation_per_class)
     if num_classes is None:
         num_classes = int(source_train_labels.max()) + 1 if len(source_train_labels) else 0
-    available = np.bincount(source_train_labels, minlength=num_classes)
-    if spec.cap_to_available:
-        n_max = min(spec.n_max, int(available.max()))
-        counts = long_tail_counts(n_max, num_classes, imbalance_factor)
-        return [min(c, int(a)) for c, a in zip(counts, available)]
-    n_max = int(available.min()) if spec.n_max is None else min(spec.n_max, int(available.min()))
-    if n_max < 1:
-        empty = [c for c in range(num_classes) if available[c] == 0]
+    pool = np.bincount(source_train_labels, minlength=num_classes)
+    empty = [c for c in range(num_classes) if pool[c] == 0]
+    if empty:
         raise DatasetLayoutError(f"{spec.name}: classes {empty[:5]} have no training images; expected {spec.layout}")
-    return long_tail_counts(n_max, num_classes, imbalance_factor)
+    smallest = int(pool.min())
+    if smallest - validation_per_class < 1:
+        rare = int(pool.argmin())
+        raise UserError(
+            f"validation_per_class {validation_per_class} leaves {spec.name} class {rare} with no training image "
+            f"(it has {smallest} in the training pool); the largest allowed for this copy of {spec.name} "
+            f"is {smallest - 1}")
+    available = pool - validation_per_class
+    if spec.cap_to_available:
+        return min(spec.n_max, int(available.max()))
+    return int(available.min()) if spec.n_max is None else min(spec.n_max, int(available.min()))
 
 
-def nominal_n_max(spec: DatasetSpec) -> int:
-    """Images of the largest class of the long-tailed profile of a complete copy of the dataset.
+def target_counts(spec: DatasetSpec, source_train_labels: np.ndarray, imbalance_factor: float,
+                  num_classes: int | None = None, validation_per_class: int = 0) -> list[int]:
+    """Per-class counts the long-tailed profile asks for (class 0 largest), after the validation holdout.
+
+    n_max: see `profile_n_max`. ImageNet-LT caps each class at what it has left after the holdout.
+    An imbalance factor that leaves the smallest class no image is a UserError.
+    """
+    from trainables.data.long_tail import imbalance_factor_problem
+
+    if num_classes is None:
+        num_classes = int(source_train_labels.max()) + 1 if len(source_train_labels) else 0
+    n_max = profile_n_max(spec, source_train_labels, num_classes, validation_per_class)
+    problem = imbalance_factor_problem(imbalance_factor, n_max, spec.name, held_out=validation_per_class)
+    if problem:
+        raise UserError(f"imbalance factor {problem}")
+    counts = long_tail_counts(n_max, num_classes, imbalance_factor)
+    if spec.cap_to_available:
+        available = np.bincount(source_train_labels, minlength=num_classes) - validation_per_class
+        return [min(c, int(a)) for c, a in zip(counts, available)]
+    return counts
+
+
+def nominal_pool(spec: DatasetSpec) -> int:
+    """Training images per class of a complete copy's pool before any holdout (the largest class for ImageNet)."""
+    return DIGITS_N_MAX if spec.name == "digits" else int(spec.n_max)
+
+
+def nominal_n_max(spec: DatasetSpec, validation_per_class: int = 0) -> int:
+    """Images of the largest class of the long-tailed profile of a complete copy of the dataset,
+    after holding out `validation_per_class` images per class (0: none, the paper's n_max).
 
     It bounds the imbalance factor: int(n_max / factor) >= 1 keeps an image in the smallest class.
     """
-    return DIGITS_N_MAX if spec.name == "digits" else int(spec.n_max)
+    return nominal_pool(spec) - int(validation_per_class)
+
+
+def validation_per_class_problem(name: str, value) -> str | None:
+    """What is wrong with `value` as validation_per_class for a complete copy of `name`, or None.
+
+    The text continues a subject ("validation_per_class ", "--validation-per-class "): an integer
+    >= 0 that leaves every class at least one training image.
+    """
+    spec = get_dataset(name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        return f"must be an integer >= 0 (0 = no validation split), got {value!r}"
+    largest = nominal_pool(spec) - 1
+    if not 0 <= value <= largest:
+        where = "largest" if spec.cap_to_available else "smallest"
+        return (f"must be between 0 and {largest} for {name} (validation_per_class images of every class are held "
+                f"out for validation; its {where} class has {nominal_pool(spec)} training images and must keep "
+                f"one for training), got {value}")
+    return None
 
 
 def check_root(name: str, root: str | Path | None) -> None:
     """Fail fast, before any work, when the dataset root is missing or in the wrong layout."""
     get_dataset(name).find_root(None if root is None else Path(root))
+
+
+def _recorded(indices, what: str, name: str, pool_size: int) -> np.ndarray:
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) and (indices.min() < 0 or indices.max() >= pool_size):
+        raise UserError(f"{name}: recorded {what} indices do not fit this copy of the dataset "
+                        f"({pool_size} training images); is --root the same dataset?")
+    return indices
 
 
 def load_long_tailed(
@@ -478,31 +581,57 @@ def load_long_tailed(
     imbalance_factor: float,
     seed: int = 0,
     train_indices: np.ndarray | None = None,
+    validation_per_class: int = 0,
+    val_indices: np.ndarray | None = None,
 ) -> LongTailedData:
-    """Read a dataset and draw its long-tailed training subsample.
+    """Read a dataset, hold out its validation split and draw its long-tailed training subsample.
 
-    With `train_indices` (a recorded subsample) the same images are kept again instead of
-    drawing: that is how a checkpoint rebuilds exactly the data it was trained on.
+    validation_per_class: images per class held out of the balanced training pool before the
+        subsample, drawn with a generator seeded by `seed` (0, the default here: no split and the
+        paper's counts; a run passes its resolved RunConfig.validation_per_class, whose default is
+        the dataset's, `DatasetSpec.validation_per_class`).
+    With `train_indices` / `val_indices` (a recorded subsample and split) the same images are kept
+    again instead of drawing: that is how a checkpoint rebuilds exactly the data it was trained on.
     """
+    from trainables.data.long_tail import validation_indices
+
     spec = get_dataset(name)
     if not imbalance_factor >= 1:
         raise UserError(f"imbalance factor must be >= 1 (1 = balanced), got {imbalance_factor}")
+    _check_validation_value(validation_per_class)
+    validation_per_class = int(validation_per_class)
     source = spec.read(None if root is None else Path(root))
-    counts = target_counts(spec, source.train.labels, imbalance_factor, len(source.class_names))
-    if train_indices is None:
-        train_indices = subsample_indices(source.train.labels, counts, seed, cap_to_available=spec.cap_to_available)
+    num_classes = len(source.class_names)
+    labels = source.train.labels
+    n_max = profile_n_max(spec, labels, num_classes, validation_per_class)
+    counts = target_counts(spec, labels, imbalance_factor, num_classes, validation_per_class)
+    if val_indices is None:
+        val_indices = validation_indices(labels, validation_per_class, seed, num_classes)
     else:
-        train_indices = np.asarray(train_indices, dtype=np.int64)
-        if len(train_indices) and train_indices.max() >= len(source.train):
-            raise UserError(f"{name}: recorded training indices do not fit this copy of the dataset "
-                            f"({len(source.train)} training images); is --root the same dataset?")
+        val_indices = _recorded(val_indices, "validation", name, len(source.train))
+        per_class = np.bincount(labels[val_indices], minlength=num_classes)
+        if len(np.unique(val_indices)) != len(val_indices) or not (per_class == validation_per_class).all():
+            raise UserError(f"{name}: the recorded validation indices are not {validation_per_class} distinct "
+                            "images per class of this copy of the dataset; is --root the same dataset?")
+    if train_indices is None:
+        pool_labels = labels.copy()
+        pool_labels[val_indices] = -1  # held out: never in the subsample
+        train_indices = subsample_indices(pool_labels, counts, seed, cap_to_available=spec.cap_to_available)
+    else:
+        train_indices = _recorded(train_indices, "training", name, len(source.train))
+        if len(np.intersect1d(train_indices, val_indices)):
+            raise UserError(f"{name}: the recorded training and validation indices overlap; "
+                            "the checkpoint is damaged or from another version")
     train = source.train.subset(train_indices)
+    val = source.train.subset(val_indices)
     test = source.test
     if spec.in_memory:
         train = train.materialize(spec.image_size)
+        val = val.materialize(spec.image_size)
         test = test.materialize(spec.image_size)
     kept = np.bincount(train.labels, minlength=len(counts)).tolist()
     return LongTailedData(
         dataset=name, imbalance_factor=float(imbalance_factor), seed=seed, counts=kept,
         train_indices=train_indices, train=train, test=test, class_names=source.class_names, spec=spec,
+        val=val, val_indices=val_indices, validation_per_class=validation_per_class, n_max=n_max,
     )

@@ -50,16 +50,37 @@ class Distiller(nn.Module):
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """A named, typed, range-checked knob of a method. Bounds are inclusive; None = unbounded."""
+    """A named, typed, range-checked knob of a method. Bounds are inclusive; None = unbounded.
+
+    kind is float, int, bool or str. A str knob takes one of a fixed set of `choices` (required for
+    str; for a number it optionally restricts the values to that set as well).
+    """
 
     name: str
     default: Any
-    kind: type = float  # float, int or bool
+    kind: type = float  # float, int, bool or str
     low: float | None = None
     high: float | None = None
     help: str = ""
+    choices: tuple | None = None  # the allowed values (required for kind=str)
+
+    def __post_init__(self):
+        if self.kind not in (float, int, bool, str):
+            raise ValueError(f"hyperparameter '{self.name}': kind must be float, int, bool or str, got {self.kind!r}")
+        if self.kind is str and not self.choices:
+            raise ValueError(f"hyperparameter '{self.name}': a string hyperparameter needs its choices")
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+
+    def _choices_text(self) -> str:
+        return ", ".join(str(c) for c in self.choices)
 
     def validate(self, value: Any, method: str) -> Any:
+        if self.kind is str:
+            if not isinstance(value, str) or value not in self.choices:
+                raise ValueError(f"{method}: hyperparameter '{self.name}' must be one of {self._choices_text()}, "
+                                 f"got {value!r}")
+            return value
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"{method}: hyperparameter '{self.name}' must be true or false, got {value!r}")
@@ -78,6 +99,9 @@ class Hyperparameter:
             raise ValueError(f"{method}: hyperparameter '{self.name}' must be >= {self.low}, got {value!r}")
         if self.high is not None and value > self.high:
             raise ValueError(f"{method}: hyperparameter '{self.name}' must be <= {self.high}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{method}: hyperparameter '{self.name}' must be one of {self._choices_text()}, "
+                             f"got {value!r}")
         return value
 
 

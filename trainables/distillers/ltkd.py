@@ -22,6 +22,12 @@ Choices the paper leaves open (SPEC section 1), each a switch with this default:
   p_G^T (Table 5). alpha = 0 / beta = 0 give the within-only / cross-only ablations.
 - T^2 scaling of both terms (DKD's convention, whose codebase the authors build on); the
   temperature also applies to the batch statistics P_G.
+- within_norm="sum": the within term is the plain sum over groups (the paper's weight 1 per
+  group); "mean" divides it by the group count. With "sum" the within term grows with the number
+  of groups (gradient norm at alpha 1, beta 8, T 4 on 100 classes: about 1 at 3 groups, 4 at 25,
+  6 at 50), so a group-count study under "sum" mixes the grouping with the loss scale; "mean"
+  keeps the scale comparable across group counts. Either way beta multiplies the result:
+  "mean" is exactly "sum" with beta / n_groups.
 
 Implementation: no Python loop over groups. Two kernels compute the same values:
 
@@ -284,6 +290,16 @@ def _prepare(logits_student, logits_teacher, groups, temperature, method, n_grou
 _KERNELS = ("auto", "grid", "scatter")
 
 
+WITHIN_NORMS = ("sum", "mean")
+
+
+def within_weight(beta: float, within_norm: str, n_groups: int, method: str = "ltkd") -> float:
+    """The within term's weight: beta ("sum", the paper's weight 1 per group) or beta / n_groups ("mean")."""
+    if within_norm not in WITHIN_NORMS:
+        raise ValueError(f"{method}: within_norm must be one of {', '.join(WITHIN_NORMS)}, got {within_norm!r}")
+    return float(beta) / n_groups if within_norm == "mean" else float(beta)
+
+
 def _check_kernel(kernel: str, method: str) -> bool:
     if kernel not in _KERNELS:
         raise ValueError(f"{method}: kernel must be one of {_KERNELS}, got {kernel!r}")
@@ -334,6 +350,7 @@ def ltkd_loss(
     sync_batch_stats: bool = True,
     process_group=None,
     kernel: str = "auto",
+    within_norm: str = "sum",
 ) -> torch.Tensor:
     """LTKD = T^2 (alpha KL(q || p_G^S) + beta W), batch mean (see the module docstring).
 
@@ -343,13 +360,15 @@ def ltkd_loss(
     ranks of `process_group` when torch.distributed is initialised (every rank must then call
     the loss, as in a DDP training step). kernel: "auto" (padded-grid kernel when the group sizes
     allow it, else scatter), "grid" (same as auto), "scatter" (force the scatter kernel; for tests
-    and benchmarks). With rebalance=False, uniform_within=False and alpha = beta = 1 this is
-    exactly KD: T^2 KL(p^T || p^S). The LTKD Distiller precomputes the group layout once; this
+    and benchmarks). within_norm: "sum" (default: the within term sums the groups' KLs, weight 1
+    each) or "mean" (that sum divided by n_groups). With rebalance=False, uniform_within=False and
+    alpha = beta = 1 this is exactly KD: T^2 KL(p^T || p^S). The LTKD Distiller precomputes the group layout once; this
     function rebuilds it on every call.
     """
     use_grid = _check_kernel(kernel, "ltkd_loss")
     with no_autocast(logits_student.device):
         s, t, g, n_groups = _prepare(logits_student, logits_teacher, groups, temperature, "ltkd_loss", n_groups)
+        beta = within_weight(beta, within_norm, n_groups, "ltkd_loss")
         return _ltkd_from_prepared(s, t, g, n_groups, alpha=alpha, beta=beta, temperature=temperature,
                                    rebalance=rebalance, uniform_within=uniform_within, use_grid=use_grid,
                                    sync_batch_stats=sync_batch_stats, process_group=process_group)
@@ -382,7 +401,7 @@ class LTKD(Distiller):
     buffers (rebuilt from the class counts at build time), so `.to(device)` moves them."""
 
     def __init__(self, groups: torch.Tensor, *, alpha: float, beta: float, temperature: float,
-                 rebalance: bool = True, uniform_within: bool = True):
+                 rebalance: bool = True, uniform_within: bool = True, within_norm: str = "sum"):
         super().__init__()
         groups, n_groups = prepare_groups(groups, len(groups), torch.device("cpu"), "ltkd")
         self.register_buffer("groups", groups.clone(), persistent=False)
@@ -399,6 +418,8 @@ class LTKD(Distiller):
         check_temperature(self.temperature, "ltkd")
         self.rebalance = bool(rebalance)
         self.uniform_within = bool(uniform_within)
+        self.within_norm = within_norm
+        self.within_beta = within_weight(self.beta, within_norm, n_groups)  # beta, or beta / n_groups
 
     @property
     def layout(self) -> GroupLayout | None:
@@ -418,17 +439,17 @@ class LTKD(Distiller):
             zs, zt = common_float(zs, zt)
             if self.use_grid and self.groups.device == zs.device:  # the hot path
                 return _LTKDGrid.apply(zs, zt, self.layout_index, self.layout_inverse, self.layout_pad,
-                                       self.n_groups, self.width, self.temperature, self.alpha, self.beta,
+                                       self.n_groups, self.width, self.temperature, self.alpha, self.within_beta,
                                        self.rebalance, self.uniform_within, True, None)
             groups = self.groups if self.groups.device == zs.device else self.groups.to(zs.device)
-            return _ltkd_from_prepared(zs, zt, groups, self.n_groups, alpha=self.alpha, beta=self.beta,
+            return _ltkd_from_prepared(zs, zt, groups, self.n_groups, alpha=self.alpha, beta=self.within_beta,
                                        temperature=self.temperature, rebalance=self.rebalance,
                                        uniform_within=self.uniform_within, layout=self.layout,
                                        use_grid=self.use_grid)
 
     def extra_repr(self) -> str:
         return (f"n_groups={self.n_groups}, alpha={self.alpha}, beta={self.beta}, T={self.temperature}, "
-                f"rebalance={self.rebalance}, uniform_within={self.uniform_within}")
+                f"rebalance={self.rebalance}, uniform_within={self.uniform_within}, within_norm={self.within_norm}")
 
 
 def _build(context: DistillContext, hp: dict) -> LTKD:
@@ -439,7 +460,7 @@ def _build(context: DistillContext, hp: dict) -> LTKD:
         )
     groups = class_groups(counts, hp["n_groups"])  # raises when n_groups > num_classes
     return LTKD(groups, alpha=hp["alpha"], beta=hp["beta"], temperature=hp["temperature"],
-                rebalance=hp["rebalance"], uniform_within=hp["uniform_within"])
+                rebalance=hp["rebalance"], uniform_within=hp["uniform_within"], within_norm=hp["within_norm"])
 
 
 # Defaults. The paper's text gives no numeric alpha / beta / T (its hyperparameter figure lost
@@ -466,6 +487,9 @@ SPEC = register(MethodSpec(
         Hyperparameter("n_groups", 3, int, 1, None, "number of frequency groups (3 = head/medium/tail; C = per class)"),
         Hyperparameter("rebalance", True, bool, help="rebalance the teacher's group probabilities (q) in the cross term"),
         Hyperparameter("uniform_within", True, bool, help="weight every group's within-KL by 1 instead of p_G^T"),
+        Hyperparameter("within_norm", "sum", str, help="the within term: sum over groups (the paper) or their "
+                       "mean (sum / n_groups: a scale that does not grow with the group count)",
+                       choices=WITHIN_NORMS),
         Hyperparameter("warmup_epochs", 20, int, 0, None, "linear warm-up of the distillation term, in epochs"),
     ),
     build=_build,

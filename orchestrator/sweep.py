@@ -297,6 +297,20 @@ def _search_stage(config: SweepConfig, verbose: bool) -> tuple[dict[str, dict], 
     return best, errors
 
 
+def _warn_guessed_defaults(config: SweepConfig) -> None:
+    """One line per method and dataset whose unsearched runs keep defaults that no study backs."""
+    from trainables.distillers import get_method
+
+    seen = set()
+    for cell in cells(config):
+        if cell.entry.search is not None:  # the search sets what it searches
+            continue
+        warning = get_method(cell.entry.method).guessed_defaults_warning(cell.setting.dataset, cell.entry.hparams)
+        if warning and warning not in seen:
+            seen.add(warning)
+            print(f"warning: {cell.entry.label}: {warning}", file=sys.stderr)
+
+
 def run_epochs(config: SweepConfig, search: CellSearch) -> int:
     return search.planned(0, dict(search.cell.entry.hparams)).run.resolved().epochs
 
@@ -310,6 +324,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
     preflight(config, address)
     _write_sweep_file(config)
     folder = sweep_dir(config)
+    _warn_guessed_defaults(config)
     with DriverLock(folder, force=force):
         started = time.time()
         print(f"sweep {config.name}: {folder}" + (" (resuming)" if resume else ""))

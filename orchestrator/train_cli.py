@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from trainables.errors import UserError
 
@@ -87,13 +88,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_validation_per_class(args.dataset, args.validation_per_class, "--validation-per-class")
     check_imbalance_factor(args.dataset, args.imbalance_factor, "--imbalance-factor",
                            validation_per_class=args.validation_per_class)
-    config = run_config_from_args(args, args.role).resolved()
+    requested = run_config_from_args(args, args.role)
+    config = requested.resolved()
+    _warn_guessed_defaults(requested)
     result = fit(config, args.out)
     m = result.metrics
     val = f"  val acc {m['val_acc']:.2f}" if m.get("val_acc") is not None else ""
     print(f"done: {result.checkpoint}  acc {m['acc']:.2f}  head {m['acc_head']:.2f}  "
           f"medium {m['acc_medium']:.2f}  tail {m['acc_tail']:.2f}{val}")
     return 0
+
+
+def _warn_guessed_defaults(requested) -> None:
+    from trainables.distillers import get_method
+
+    warning = get_method(requested.method).guessed_defaults_warning(requested.dataset, requested.hparams)
+    if warning:
+        print(f"ltkd: warning: {warning}", file=sys.stderr)
 
 
 def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:

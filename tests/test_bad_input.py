@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,10 @@ from trainables.config import RunConfig, check_device
 from trainables.data.long_tail import long_tail_counts
 from trainables.data.sources import DATASETS, nominal_n_max
 from trainables.errors import UserError
+from tests.sweep_helpers import LTKD, tiny_config
 
-LTKD = [sys.executable, "-m", "orchestrator.cli"]
 
 
-def tiny_config(storage: Path, name: str = "tiny", **overrides) -> dict:
-    config = {
-        "name": name, "storage": str(storage), "seeds": [0], "teacher_epochs": 2, "student_epochs": 4,
-        "datasets": [{"name": "digits", "imbalance_factors": [100]}],
-        "pairs": [{"teacher": "resnet8", "student": "resnet8"}],
-        "methods": [{"method": "ce"}, {"method": "ltkd", "search": {"n_trials": 3}}],
-        "resources": {"cpus_per_trial": 1},
-    }
-    config.update(overrides)
-    return config
 
 
 def tree(folder: Path) -> set[str]:

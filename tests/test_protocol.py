@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -19,9 +18,9 @@ from orchestrator.cli import main as ltkd_main
 from orchestrator.plan import SWEEP_FILE, cells, final_runs, search_run, sweep_dir, teacher_run, teacher_runs
 from orchestrator.studies import HPARAMS_ATTR, CellSearch, MissingObjectiveError, trial_value
 from orchestrator.sweep_config import ConfigError, SearchEntry, parse_config
+from tests.sweep_helpers import LTKD
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-LTKD = [sys.executable, "-m", "orchestrator.cli"]
 EPOCHS = 3
 
 
@@ -381,3 +380,49 @@ def test_a_sweep_json_from_before_the_protocol_is_refused_in_one_line(tmp_path, 
 def test_config_errors_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="search_seeds must not overlap seeds"):
         make(tmp_path, seeds=[4, 5], search_seeds=[5])
+
+
+# ------------------------------------------------------------------------------------ defaults no study backs
+
+
+def test_ltkd_defaults_on_digits_are_the_studys_and_elsewhere_dkds():
+    from trainables.config import RunConfig
+    from trainables.distillers.ltkd import DIGITS_STUDY
+
+    def resolved(dataset: str) -> dict:
+        return RunConfig(dataset=dataset, role="student", method="ltkd", arch="resnet8", teacher="/t",
+                         teacher_arch="resnet20", validation_per_class=0).resolved().hparams
+    assert {k: resolved("digits")[k] for k in DIGITS_STUDY} == DIGITS_STUDY
+    assert (resolved("cifar100")["alpha"], resolved("cifar100")["beta"], resolved("cifar100")["temperature"]) == \
+        (1.0, 8.0, 4.0)
+
+
+def test_a_run_on_defaults_no_study_backs_is_warned_in_one_line(capsys):
+    from orchestrator.train_cli import _warn_guessed_defaults
+    from trainables.config import RunConfig
+
+    def warned(**fields) -> str:
+        _warn_guessed_defaults(RunConfig(role="student", arch="resnet8", teacher="/t", **fields))
+        return capsys.readouterr().err
+    err = warned(dataset="cifar100", method="ltkd")
+    assert err.count("\n") == 1 and err.startswith("ltkd: warning: LTKD's defaults for alpha, beta, temperature "
+                                                   "on cifar100 are guesses no study backs")
+    assert warned(dataset="cifar100", method="ltkd", hparams={"beta": 2.0}).startswith(
+        "ltkd: warning: LTKD's defaults for alpha, temperature on cifar100")
+    assert warned(dataset="cifar100", method="ltkd", hparams={"alpha": 1.0, "beta": 2.0, "temperature": 4.0}) == ""
+    assert warned(dataset="digits", method="ltkd") == ""  # the study backs them
+    assert warned(dataset="cifar100", method="kd") == ""  # KD's are published
+
+
+def test_a_sweep_warns_once_for_unsearched_guessed_defaults(tmp_path, capsys):
+    from orchestrator.sweep import _warn_guessed_defaults
+
+    config = make(tmp_path, datasets=[{"name": "cifar100", "imbalance_factors": [10, 100]}],
+                  pairs=[{"teacher": "resnet32x4", "student": "resnet8x4"}],
+                  methods=[{"method": "ltkd", "search": {"n_trials": 2}},
+                           {"method": "ltkd", "name": "ltkd_fixed", "search": False}])
+    _warn_guessed_defaults(config)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["warning: ltkd_fixed: LTKD's defaults for alpha, beta, temperature on cifar100 are guesses no "
+                     "study backs (DKD's values, since the paper's were lost; on digits beta 8 was the worst of a "
+                     "study); search them or set them"]

@@ -23,31 +23,15 @@ import pytest
 from orchestrator.cli import main as ltkd_main
 from orchestrator.sweep_config import ConfigError, load_config, parse_config
 from trainables.storage import Location
+from tests.sweep_helpers import LTKD, tiny_config, write_config, run_ltkd
 
-LTKD = [sys.executable, "-m", "orchestrator.cli"]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def tiny_config(storage: Path, name: str = "tiny", **overrides) -> dict:
-    config = {
-        "name": name, "storage": str(storage), "seeds": [0], "teacher_epochs": 2, "student_epochs": 4,
-        "batch_size": 64,
-        "datasets": [{"name": "digits", "imbalance_factors": [100]}],
-        "pairs": [{"teacher": "resnet8", "student": "resnet8"}],
-        "methods": [{"method": "ce"}, {"method": "ltkd", "search": {"n_trials": 3}}],
-        "resources": {"cpus_per_trial": 1},
-    }
-    config.update(overrides)
-    return config
 
 
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(json.dumps(config))
-    return path
 
 
-def run_ltkd(*args, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([*LTKD, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def read_final_rows(sweep: Path):

@@ -162,7 +162,7 @@ class RunConfig:
         if self.lr_milestones is None:
             out.lr_milestones = tuple(sorted({max(1, round(f * out.epochs)) for f in recipe["milestones"]}))
         out.hparams = method.resolve(self.hparams, dataset_style=dataset.style,
-                                     teacher_arch=teacher_arch or "", student_arch=self.arch)
+                                     teacher_arch=teacher_arch or "", student_arch=self.arch, dataset=dataset.name)
         if "warmup_epochs" not in self.hparams and out.hparams["warmup_epochs"] > 0:
             scaled = round(out.hparams["warmup_epochs"] * out.epochs / RECIPES[dataset.style]["epochs"])
             out.hparams["warmup_epochs"] = max(1, scaled)

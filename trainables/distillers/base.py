@@ -130,6 +130,12 @@ class MethodSpec:
     build: Callable[[DistillContext, dict], Distiller | None]
     defaults_for: Callable[[str, str, str], Mapping[str, Any]] | None = None
     description: str = ""
+    # Defaults a documented study chose for one dataset, over the style's: {dataset: {knob: value}}.
+    studied_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Knobs whose style-level defaults are guesses (neither published nor studied), and why: a run
+    # that leaves them at those defaults, on a dataset without a study, is warned in one line.
+    guessed_defaults: tuple[str, ...] = ()
+    guess_note: str = ""
     _by_name: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -148,11 +154,23 @@ class MethodSpec:
         """Every hyperparameter of the method, the common ones included, by name."""
         return dict(self._by_name)
 
-    def defaults(self, dataset_style: str = "cifar", teacher_arch: str = "", student_arch: str = "") -> dict[str, Any]:
+    def defaults(self, dataset_style: str = "cifar", teacher_arch: str = "", student_arch: str = "",
+                 dataset: str = "") -> dict[str, Any]:
         values = {name: knob.default for name, knob in self._by_name.items()}
         if self.defaults_for is not None:
             values.update(self.defaults_for(dataset_style, teacher_arch, student_arch))
+        values.update(self.studied_defaults.get(dataset, {}))
         return values
+
+    def guessed_defaults_warning(self, dataset: str, overrides: Mapping[str, Any] | None = None) -> str | None:
+        """One line when a run on `dataset` would use defaults that no study backs, else None."""
+        if dataset in self.studied_defaults:
+            return None
+        guessed = [name for name in self.guessed_defaults if name not in (overrides or {})]
+        if not guessed:
+            return None
+        return (f"{self.label}'s defaults for {', '.join(guessed)} on {dataset} are guesses no study backs "
+                f"({self.guess_note}); search them or set them")
 
     def resolve(
         self,
@@ -161,9 +179,10 @@ class MethodSpec:
         dataset_style: str = "cifar",
         teacher_arch: str = "",
         student_arch: str = "",
+        dataset: str = "",
     ) -> dict[str, Any]:
         """Defaults for the setting, updated with `overrides`; every value validated."""
-        values = self.defaults(dataset_style, teacher_arch, student_arch)
+        values = self.defaults(dataset_style, teacher_arch, student_arch, dataset)
         for name, value in (overrides or {}).items():
             if name not in self._by_name:
                 known = ", ".join(sorted(self._by_name))

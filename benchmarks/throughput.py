@@ -209,7 +209,7 @@ def main(argv=None) -> None:
     ltkd = get_method("ltkd").build(DistillContext(num_classes=100, class_counts=tuple(counts)), dict(hparams)).to(device)
     # ours: the engine's defaults for the device (RunConfig amp "auto", channels_last None)
     amp_dtype = autocast_dtype("auto", device)
-    channels_last = default_channels_last(device)
+    channels_last = default_channels_last()
     normalization = Normalization(CIFAR100_MEAN, CIFAR100_STD)
     train_batches = TensorBatches(ImageSet(labels=labels, images=images), BATCH, device, normalization,
                                   channels_last=channels_last, drop_last=True)

@@ -29,15 +29,26 @@ def cmd_data_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ltkd-sweep")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltkd",
         description="Long-Tailed Knowledge Distillation: datasets, training, sweeps and reports.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"ltkd-sweep {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     data = commands.add_parser("data", help="inspect long-tailed datasets")
+    data.set_defaults(help_parser=data)
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     describe = data_commands.add_parser(
         "describe", help="per-class counts, group sizes and totals of a long-tailed training set"
@@ -60,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
+    if handler is None:  # a command without its subcommand (`ltkd train`): that command's help
+        getattr(args, "help_parser", parser).print_help()
         return EXIT_USER_ERROR
     try:
         return int(handler(args) or 0)

@@ -179,5 +179,11 @@ def final_runs(config: SweepConfig, best: dict[str, dict[str, Any]]) -> list[Pla
     hyperparameters, never the search's own best draw reused (the max of n test- or
     validation-selected draws would be biased upward).
     """
-    return [student_run(config, cell, seed, best.get(cell.key, {}), "final")
-            for cell in cells(config) for seed in config.seeds]
+    runs = []
+    for cell in cells(config):
+        if cell.entry.search is not None and cell.key not in best:
+            # The search chose nothing (no trial completed): the finals run at the defaults, and their
+            # records must say so (search_trials 0), not claim a selection that never happened.
+            cell = dataclasses.replace(cell, entry=dataclasses.replace(cell.entry, search=None))
+        runs += [student_run(config, cell, seed, best.get(cell.key, {}), "final") for seed in config.seeds]
+    return runs

@@ -30,7 +30,6 @@ from trainables.engine import METRICS_NAME, parse_metrics
 from trainables.errors import UserError
 from trainables.storage import Location, hold_scratch, prune_scratch
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 HPARAMS_ATTR = "hparams"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _INTERMEDIATE_VALUE = 7  # optuna's JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE (a per-epoch report)
@@ -100,6 +99,9 @@ class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
 
 def open_storage(journal: Location) -> optuna.storages.BaseStorage:
     """The sweep's Optuna storage: a journal file in the sweep folder."""
+    # Optuna logs a line per trial at INFO; the sweep prints its own progress. Set here, when a
+    # sweep opens its studies, not on import: importing this module changes nothing.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = MirroredJournal(journal) if journal.remote else _journal_file(journal.local_path)
     return optuna.storages.JournalStorage(backend)
 

@@ -127,7 +127,8 @@ class DriverLock:
         from trainables.locks import Lease
 
         self.lease = Lease(folder / LOCK_FILE, stale_after=STALE_AFTER_SECONDS, heartbeat=HEARTBEAT_SECONDS,
-                           log=lambda line: log(f"driver lock: {line}"), describe={"what": "sweep driver"})
+                           log=lambda line: log(f"driver lock: {line}"), describe={"what": "sweep driver"},
+                           on_lost=self._stop_driver)
         self.force = force
         self.log = log
 
@@ -154,6 +155,16 @@ class DriverLock:
 
     def __exit__(self, *exc):
         self.lease.release()
+
+    @staticmethod
+    def _stop_driver(holder: dict) -> None:
+        """Another driver took this sweep over (`--force`, or this one was judged dead): stop, so that
+        one driver runs the sweep. The interrupt ends the stage like Ctrl-C; finished work stays."""
+        import _thread
+
+        print(f"ltkd: error: another driver (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) took over "
+              "this sweep's lock; this driver stops", file=sys.stderr, flush=True)
+        _thread.interrupt_main()
 
 
 HEARTBEAT_SECONDS = 30.0
@@ -290,9 +301,15 @@ def _search_stage(config: SweepConfig, verbose: bool) -> tuple[dict[str, dict], 
     best = {}
     for search in searches:
         hparams = search.best_hparams()
-        if hparams is None:
+        if hparams is None:  # left out of `best`: its finals run at the defaults and are recorded so
             print(f"search: {search.cell.key} has no completed trial; its final runs use the defaults")
-            hparams = dict(search.cell.entry.hparams)
+            from trainables.distillers import get_method
+
+            warning = get_method(search.cell.entry.method).guessed_defaults_warning(search.cell.setting.dataset,
+                                                                                    search.cell.entry.hparams)
+            if warning:
+                print(f"warning: {search.cell.entry.label}: {warning}", file=sys.stderr)
+            continue
         best[search.cell.key] = hparams
     return best, errors
 

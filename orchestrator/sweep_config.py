@@ -149,6 +149,8 @@ class SweepConfig:
     def validation_per_class_for(self, entry: DatasetEntry) -> int:
         if entry.validation_per_class is not None:
             return entry.validation_per_class
+        from trainables.data.sources import default_validation_per_class
+
         return default_validation_per_class(entry.name) if self.selection == "val" else 0
 
     def baseline_trials(self) -> int | None:
@@ -181,12 +183,12 @@ OBJECTIVES = ("acc", "acc_head", "acc_medium", "acc_tail")
 SELECTIONS = ("val", "test")
 
 
-def default_validation_per_class(dataset: str) -> int:
-    """The dataset's default validation split size (DatasetSpec.validation_per_class: cifar100 50,
-    tinyimagenet 50, imagenet 20, digits 10)."""
-    from trainables.data.sources import get_dataset
-
-    return int(get_dataset(dataset).validation_per_class)
+def need_user(check, *args, **kwargs) -> None:
+    """A shared check of a run setting (trainables/config.py), its UserError as a ConfigError."""
+    try:
+        check(*args, **kwargs)
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def has_search_space(method: str) -> bool:
@@ -386,12 +388,6 @@ def validate(config: SweepConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
-    def need_user(check, *args) -> None:  # a shared check of a run setting, as a ConfigError
-        try:
-            check(*args)
-        except UserError as exc:
-            raise ConfigError(str(exc)) from None
-
     check_sweep_name(config.name)
     check_storage(config.storage)
     need_user(check_device, config.device, "device")
@@ -515,12 +511,6 @@ def _validate_validation_split(config: SweepConfig, entry: DatasetEntry, where: 
     but empties the tail class with it is reported against validation_per_class.
     """
     from trainables.config import check_imbalance_factor, check_validation_per_class
-
-    def need_user(check, *args, **kwargs) -> None:
-        try:
-            check(*args, **kwargs)
-        except UserError as exc:
-            raise ConfigError(str(exc)) from None
 
     key = f"{where}.validation_per_class"
     need(entry.validation_per_class is None or _int(entry.validation_per_class),

@@ -132,6 +132,7 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
 
 def add_commands(commands) -> None:
     train = commands.add_parser("train", help="train one teacher or student, without Ray")
+    train.set_defaults(help_parser=train)
     roles = train.add_subparsers(dest="role", metavar="ROLE")
     teacher = roles.add_parser("teacher", help="cross-entropy on the long-tailed training set")
     _common_options(teacher, "resnet32x4")

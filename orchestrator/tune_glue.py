@@ -15,14 +15,13 @@ from orchestrator.sweep_config import SweepConfig
 class CellsSearcher(Searcher):
     """Round-robin over the cells' searches, so all of them run at the same time and the cluster stays busy."""
 
-    def __init__(self, config: SweepConfig, searches: list[CellSearch], on_planned=None):
+    def __init__(self, config: SweepConfig, searches: list[CellSearch]):
         # Per-epoch values told to Optuna (for its pruners and history) are the searched metric too.
         super().__init__(metric=config.objective_metric, mode="max")
         self.config = config
         self.searches = searches
         self.by_trial: dict[str, tuple[CellSearch, PlannedRun]] = {}
         self.turn = 0
-        self.on_planned = on_planned
 
     def suggest(self, trial_id: str):
         for offset in range(len(self.searches)):
@@ -31,8 +30,6 @@ class CellsSearcher(Searcher):
             if run is not None:
                 self.turn = (self.turn + offset + 1) % len(self.searches)
                 self.by_trial[trial_id] = (search, run)
-                if self.on_planned:
-                    self.on_planned(run)
                 return {"trial": run.trial_config(self.config)}
         if any(search.live for search in self.searches):
             return None  # wait for running trials to end

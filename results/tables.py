@@ -71,13 +71,6 @@ def method_label(name: str) -> str:
         return _FALLBACK_LABELS.get(name, name.upper())
 
 
-def registered_methods() -> list[str]:
-    try:
-        from trainables.distillers import METHODS
-
-        return list(METHODS)
-    except Exception:
-        return []
 
 
 def method_sort_key(name: str) -> tuple[int, str]:

@@ -188,7 +188,7 @@ def test_two_trials_on_one_run_folder_take_turns(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with LocalCopy(Location.parse(run_dir)):  # both start while the folder is taken, then race for it
-        processes = [subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stdout=subprocess.PIPE,
+        processes = [subprocess.Popen([sys.executable, "-u", "-c", script, str(run_dir)], stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
         first_lines = [p.stdout.readline() for p in processes]
     assert all("trains it; waiting for it to finish" in line for line in first_lines), first_lines
@@ -203,7 +203,7 @@ def test_two_trials_on_one_run_folder_take_turns(tmp_path):
 
 def test_a_run_folder_lock_of_a_killed_trial_is_taken_over(tmp_path):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c",
+    holder = subprocess.Popen([sys.executable, "-u", "-c",
                                "import sys, time; from trainables.storage import LocalCopy, Location\n"
                                "with LocalCopy(Location.parse(sys.argv[1])):\n"
                                "    print('holding', flush=True); time.sleep(600)\n", str(run_dir)],
@@ -233,3 +233,23 @@ def test_time_is_not_compared_across_machines(tmp_path):
     while lease.judge()[0] != "dead":
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_driver_whose_lock_is_taken_over_stops(tmp_path, monkeypatch, capsys):
+    """`ltkd resume --force` elsewhere while this driver runs: its heartbeat sees the new owner and
+    interrupts the driver (like Ctrl-C), so one driver runs the sweep."""
+    from orchestrator import sweep as driver
+
+    monkeypatch.setattr(driver, "HEARTBEAT_SECONDS", 0.05)
+    folder = Location.parse(tmp_path)
+    newcomer = Lease(folder / "driver.lock")
+    with pytest.raises(KeyboardInterrupt):
+        with driver.DriverLock(folder, log=lambda line: None):
+            newcomer.force_break()
+            assert newcomer.try_acquire()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the interrupt arrives at the next heartbeat
+                time.sleep(0.01)
+    assert newcomer.still_held()  # the stopped driver left the new owner's lock alone
+    assert "took over this sweep's lock; this driver stops" in capsys.readouterr().err
+    newcomer.release()

@@ -221,11 +221,20 @@ def test_planned_runs_carry_the_protocol_keys(tmp_path):
     config = make(tmp_path)
     teacher = teacher_runs(config)[0].trial_config(config)
     assert (teacher["teacher_seed"], teacher["search_trials"], teacher["selection"]) == (None, 0, "val")
-    finals = {(r.run.method, r.run.seed): r.trial_config(config) for r in final_runs(config, {})}
+    chosen = {cell.key: {"temperature": 3.0} for cell in cells(config) if cell.entry.search is not None}
+    finals = {(r.run.method, r.run.seed): r.trial_config(config) for r in final_runs(config, chosen)}
     assert finals[("ltkd", 1)]["search_trials"] == 4 and finals[("ltkd", 1)]["teacher_seed"] == 0
     assert finals[("kd", 1)]["search_trials"] == 4  # equal budgets
     assert finals[("ce", 1)]["search_trials"] == 0 and finals[("ce", 1)]["teacher_seed"] is None
     assert {t["objective_metric"] for t in finals.values()} == {"val_acc"}
+
+
+def test_a_search_that_chose_nothing_is_recorded_as_defaults(tmp_path):
+    """No trial of a cell completed: its finals run at the defaults and never claim a selection."""
+    config = make(tmp_path)
+    finals = {(r.run.method, r.run.seed): r for r in final_runs(config, {})}
+    assert finals[("ltkd", 0)].trial_config(config)["search_trials"] == 0
+    assert finals[("ltkd", 0)].run.hparams == {}  # the method's defaults
 
 
 # ------------------------------------------------------------------------------------ equal budgets

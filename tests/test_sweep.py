@@ -465,7 +465,9 @@ def test_an_errored_trial_is_retried_from_its_checkpoint(tmp_path):
                                text=True, start_new_session=True)
     runs = sweep / "runs"
 
-    def student_mid_run():
+    found = []
+
+    def student_mid_run() -> bool:
         """A run folder with a checkpoint at epoch 2..6 of 8, and the pid of the worker training it."""
         for run_dir in runs.glob("*/*") if runs.exists() else []:
             h = history(run_dir)
@@ -474,12 +476,13 @@ def test_an_errored_trial_is_retried_from_its_checkpoint(tmp_path):
             except (OSError, ValueError):
                 continue
             if h and 2 <= h[-1]["epoch"] < 7:
-                return run_dir, h[-1]["epoch"], holder["pid"]
-        return None
+                found.append((run_dir, h[-1]["epoch"], holder["pid"]))
+                return True
+        return False
 
     try:
         _wait_until(student_mid_run, 900, process)
-        run_dir, epoch, pid = student_mid_run()
+        run_dir, epoch, pid = found[-1]
         # The worker training that run dies mid-trial (as under the OOM killer): Tune retries the trial.
         assert pid in trial_workers(process.pid)
         os.kill(pid, signal.SIGKILL)

@@ -357,3 +357,11 @@ def test_the_cache_key_says_no_flips_for_digits_and_is_unchanged_elsewhere():
     plain = TensorBatches(images.train, 64, torch.device("cpu"), normalization, augment=False, hflip=False)
     key = teacher_cache_key(payload, images, plain, normalization, groups, "float32")
     assert key["flips"] is False and key["views"] == "(row * (2p+1) + col) * 2 + flip" and plain.n_views == 1
+
+
+def test_an_imagenet_holdout_must_leave_its_smallest_class_an_image():
+    """ImageNet-1k's classes hold 732 to 1300 images: the bound is the smallest, checked before any run."""
+    from trainables.data.sources import validation_per_class_problem
+
+    assert validation_per_class_problem("imagenet", 731) is None
+    assert "between 0 and 731 for imagenet" in validation_per_class_problem("imagenet", 800)

@@ -13,6 +13,10 @@ Whether a holder still runs is decided without comparing two machines' clocks:
   holder whose heartbeat does not change for `stale_after` seconds is dead.
 A dead holder's lock is removed by exactly one of the processes that noticed (an exclusive
 takeover marker per dead token), and the lease is then contended for again from scratch.
+
+All of this is exact on POSIX folders (NFS included). On an object store it is best effort:
+pyarrow offers no conditional write, so create-if-absent is a write, a `settle` pause and a
+read-back (the last writer wins), and a check-then-delete is two requests.
 """
 from __future__ import annotations
 
@@ -108,7 +112,12 @@ class ProcessIdentity:
             return None
         if not pid_alive(self.pid):
             return False
-        return self.start_ticks is None or process_start_ticks(self.pid) == self.start_ticks
+        if self.start_ticks is None:
+            return True
+        ticks = process_start_ticks(self.pid)
+        if ticks is None:  # alive, but /proc hides it (another user's, under hidepid): judge by heartbeat
+            return None
+        return ticks == self.start_ticks
 
 
 def _as_location(where: Location | str | Path) -> Location:
@@ -124,7 +133,8 @@ class Lease:
     """
 
     def __init__(self, location: Location | str | Path, *, stale_after: float = 120.0, heartbeat: float = 30.0,
-                 settle: float = 1.0, log: Callable[[str], None] | None = None, describe: dict | None = None):
+                 settle: float = 1.0, log: Callable[[str], None] | None = None, describe: dict | None = None,
+                 on_lost: Callable[[dict], None] | None = None):
         self.location = _as_location(location)
         self.stale_after = stale_after
         self.heartbeat = heartbeat
@@ -134,6 +144,8 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.held = False
         self.lost = threading.Event()  # set when a held lease was found taken over
+        self.on_lost = on_lost  # called (from the heartbeat thread) with the new holder's record
+        self._written: dict[str, Any] | None = None  # the record this process wrote, while it holds the lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pulse: tuple | None = None  # what the holder's lock and heartbeat looked like when last seen
@@ -236,6 +248,7 @@ class Lease:
                 f.flush()
                 os.fsync(f.fileno())
         self.held = True
+        self._written = json.loads(data)
         self.lost.clear()
         self._stop.clear()
         self._write_beat(0)
@@ -250,9 +263,12 @@ class Lease:
         seq = 0
         while not self._stop.wait(self.heartbeat):
             try:
-                if not self.still_held():  # taken over: never touch the new owner's files
+                holder = self.info()
+                if (holder or {}).get("token") != self.token:  # taken over: never touch the new owner's files
                     self.lost.set()
                     self.log(f"lost the lock {self.location}: another process took it over")
+                    if self.on_lost is not None:
+                        self.on_lost(holder or {})
                     return
                 seq += 1
                 self._write_beat(seq)
@@ -267,8 +283,7 @@ class Lease:
             self._thread.join()
         self.held = False
         try:
-            if self.still_held():  # the token fences: a lock taken over by another owner stays
-                self.location.delete()
+            self._delete_if(self._written or {})  # the token fences: a lock taken over by another owner stays
             self._sibling(self.token, "beat").delete()
         except (OSError, StorageError):
             pass
@@ -295,14 +310,45 @@ class Lease:
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(asdict(ProcessIdentity.current())))
         try:
-            if self.info() != record:  # replaced since we judged it
+            if not self._delete_if(record):  # replaced since we judged it
                 return False
-            self.location.delete()
             self._sibling(token, "beat").delete()
             return True
         finally:
             if not self.location.remote:
                 marker.delete()
+
+    def _delete_if(self, expected: dict[str, Any]) -> bool:
+        """Delete the lock only if it still holds `expected` (as `info` read it). True when deleted.
+
+        On a POSIX folder the lock is first renamed to a name of our own, atomically, so no other
+        process's lock can be deleted by mistake: if what was moved is not `expected`, it is linked
+        back (unless a newer lock appeared meanwhile, whose owner then holds the lease alone). An
+        object store has no atomic rename: there the check and the delete are two requests.
+        """
+        if self.location.remote:
+            if self.info() != expected:
+                return False
+            self.location.delete()
+            return True
+        tomb = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tomb")
+        try:
+            os.rename(self.path, tomb)
+        except FileNotFoundError:
+            return False
+        try:
+            moved = json.loads(tomb.read_text())
+        except ValueError:
+            moved = {}
+        if not isinstance(moved, dict) or moved != expected:
+            try:
+                os.link(tomb, self.path)
+            except OSError:
+                pass
+            tomb.unlink(missing_ok=True)
+            return False
+        tomb.unlink(missing_ok=True)
+        return True
 
     def _clear_abandoned_marker(self, marker: Location) -> None:
         """A takeover marker whose maker died before removing it would block every later takeover."""

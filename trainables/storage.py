@@ -396,7 +396,7 @@ class LocalCopy:
     whose process is gone, and its lease is taken over once it is seen dead.
     """
 
-    def __init__(self, location: Location, log: Callable[[str], None] = print):
+    def __init__(self, location: Location, log: Callable[[str], None] = functools.partial(print, flush=True)):
         from trainables.locks import Lease
 
         self.location = location

@@ -109,6 +109,9 @@ def run_trial(trial: dict[str, Any]) -> None:
             write_trial(trial["sweep_dir"], trial_record(trial, "completed", started, run_folder=run.path))
 
         def on_epoch(metrics: dict[str, Any], checkpoint_path) -> None:
+            if run.lease.lost.is_set():  # another process was judged the folder's owner: it trains the run
+                raise RuntimeError(f"run folder {trial['run_dir']} was taken over by another process; this "
+                                   "trial stops (a retry waits for that process)")
             if not reported:  # a cache this trial built is shared as soon as it is used, not hours later
                 _share_teacher_caches(trial, teacher_files)
             # The checkpoint first: a resumed run rebuilds its metrics from the checkpoint's history.

@@ -6,11 +6,6 @@ import math
 import numpy as np
 
 
-def max_imbalance_factor(n_max: int) -> int:
-    """The largest imbalance factor that leaves the smallest class an image: int(n_max / gamma) >= 1."""
-    return int(n_max)
-
-
 def imbalance_factor_problem(imbalance_factor, n_max: int, dataset: str | None = None,
                              held_out: int = 0) -> str | None:
     """What is wrong with `imbalance_factor` for a largest class of `n_max` images, or None.
@@ -24,7 +19,7 @@ def imbalance_factor_problem(imbalance_factor, n_max: int, dataset: str | None =
         return f"must be a number, got {imbalance_factor!r}"
     if not imbalance_factor >= 1:  # also NaN
         return f"must be >= 1 (1 = balanced, 100 = head class 100x the tail), got {imbalance_factor}"
-    largest = max_imbalance_factor(n_max)
+    largest = int(n_max)  # int(n_max / gamma) >= 1 keeps the smallest class an image
     where = f" for {dataset}" if dataset else ""
     held = (f", {n_max + held_out} less validation_per_class = {held_out} held out for validation"
             if held_out else "")

@@ -535,6 +535,15 @@ def nominal_pool(spec: DatasetSpec) -> int:
     return DIGITS_N_MAX if spec.name == "digits" else int(spec.n_max)
 
 
+# ImageNet-1k's classes hold 732 to 1300 training images: a holdout must leave the smallest one an image.
+SMALLEST_CLASS = {"imagenet": 732}
+
+
+def nominal_smallest_class(spec: DatasetSpec) -> int:
+    """Training images of the smallest class of a complete copy's pool, before any holdout."""
+    return SMALLEST_CLASS.get(spec.name, nominal_pool(spec))
+
+
 def nominal_n_max(spec: DatasetSpec, validation_per_class: int = 0) -> int:
     """Images of the largest class of the long-tailed profile of a complete copy of the dataset,
     after holding out `validation_per_class` images per class (0: none, the paper's n_max).
@@ -553,11 +562,10 @@ def validation_per_class_problem(name: str, value) -> str | None:
     spec = get_dataset(name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         return f"must be an integer >= 0 (0 = no validation split), got {value!r}"
-    largest = nominal_pool(spec) - 1
-    if not 0 <= value <= largest:
-        where = "largest" if spec.cap_to_available else "smallest"
-        return (f"must be between 0 and {largest} for {name} (validation_per_class images of every class are held "
-                f"out for validation; its {where} class has {nominal_pool(spec)} training images and must keep "
+    smallest = nominal_smallest_class(spec)
+    if not 0 <= value <= smallest - 1:
+        return (f"must be between 0 and {smallest - 1} for {name} (validation_per_class images of every class are "
+                f"held out for validation; its smallest class has {smallest} training images and must keep "
                 f"one for training), got {value}")
     return None
 

@@ -127,8 +127,7 @@ class DriverLock:
         from trainables.locks import Lease
 
         self.lease = Lease(folder / LOCK_FILE, stale_after=STALE_AFTER_SECONDS, heartbeat=HEARTBEAT_SECONDS,
-                           log=lambda line: log(f"driver lock: {line}"), describe={"what": "sweep driver"},
-                           on_lost=self._stop_driver)
+                           log=lambda line: log(f"driver lock: {line}"), describe={"what": "sweep driver"})
         self.force = force
         self.log = log
 
@@ -156,15 +155,18 @@ class DriverLock:
     def __exit__(self, *exc):
         self.lease.release()
 
-    @staticmethod
-    def _stop_driver(holder: dict) -> None:
-        """Another driver took this sweep over (`--force`, or this one was judged dead): stop, so that
-        one driver runs the sweep. The interrupt ends the stage like Ctrl-C; finished work stays."""
-        import _thread
+    def taken_over(self) -> str | None:
+        """Why this driver must stop (another took its lock over: `--force`, or it was judged dead), or None."""
+        if not self.lease.lost.is_set():
+            return None
+        holder = self.lease.info() or {}
+        return (f"another driver (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) took over this sweep's "
+                "lock; this driver stopped (its finished work is kept)")
 
-        print(f"ltkd: error: another driver (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) took over "
-              "this sweep's lock; this driver stops", file=sys.stderr, flush=True)
-        _thread.interrupt_main()
+    def stop_if_taken_over(self) -> None:
+        reason = self.taken_over()
+        if reason:
+            raise SweepError(reason)
 
 
 HEARTBEAT_SECONDS = 30.0
@@ -216,7 +218,8 @@ def _ensure_record(run: PlannedRun, config: SweepConfig) -> None:
         _write_record(run.trial_config(config), "completed")
 
 
-def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, param_space=None, search_alg=None,
+def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, stop_check=None, param_space=None,
+                search_alg=None,
                 scheduler=None) -> Any:
     from ray import tune
 
@@ -228,7 +231,7 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, p
         if status == "early_stopped" and trial:
             _write_record(trial, "early_stopped", started)
 
-    progress = Progress(stage, total, config.objective_metric, on_trial_end=on_end)
+    progress = Progress(stage, total, config.objective_metric, on_trial_end=on_end, stop_check=stop_check)
     resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
     ray_folder = sweep_dir(config) / "ray"
     # Ray keeps its experiment state and trial logs on the same storage, object stores included.
@@ -251,7 +254,7 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, p
         progress.close()
 
 
-def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: bool) -> int:
+def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: bool, stop_check=None) -> int:
     """Launch runs that have not finished yet; returns how many errored."""
     from ray import tune
 
@@ -266,11 +269,11 @@ def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: 
     if not todo:
         return 0
     grid = tune.grid_search([run.trial_config(config) for run in todo])
-    results = _tune_stage(config, stage, len(todo), verbose, param_space={"trial": grid})
+    results = _tune_stage(config, stage, len(todo), verbose, stop_check=stop_check, param_space={"trial": grid})
     return sum(1 for r in results if r.error is not None)
 
 
-def _search_stage(config: SweepConfig, verbose: bool) -> tuple[dict[str, dict], int]:
+def _search_stage(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[dict[str, dict], int]:
     """Every searched cell's study, run at the same time. Returns best hparams per cell key and errors."""
     from orchestrator.tune_glue import CellsSearcher
 
@@ -295,7 +298,8 @@ def _search_stage(config: SweepConfig, verbose: bool) -> tuple[dict[str, dict], 
             scheduler = ASHAScheduler(time_attr="epoch", grace_period=config.scheduler.grace_period,
                                       reduction_factor=config.scheduler.reduction_factor,
                                       max_t=max(run_epochs(config, search) for search in searches))
-        results = _tune_stage(config, "search", total, verbose, search_alg=CellsSearcher(config, searches),
+        results = _tune_stage(config, "search", total, verbose, stop_check=stop_check,
+                              search_alg=CellsSearcher(config, searches),
                               scheduler=scheduler)
         errors = sum(1 for r in results if r.error is not None)
     best = {}
@@ -342,18 +346,24 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
     _write_sweep_file(config)
     folder = sweep_dir(config)
     _warn_guessed_defaults(config)
-    with DriverLock(folder, force=force):
+    with DriverLock(folder, force=force) as lock:
         started = time.time()
         print(f"sweep {config.name}: {folder}" + (" (resuming)" if resume else ""))
         _start_ray(address, verbose, config)
         try:
-            errors = _run_grid(config, "teachers", teacher_runs(config), verbose)
+            errors = _run_grid(config, "teachers", teacher_runs(config), verbose, lock.taken_over)
+            lock.stop_if_taken_over()
             if errors:
                 raise SweepError(f"{errors} teacher runs failed after {config.max_retries} retries; see their logs "
                                  f"under {folder / 'ray'}, fix the cause and `ltkd resume {shlex.quote(folder.uri)}`")
-            best, search_errors = _search_stage(config, verbose)
+            best, search_errors = _search_stage(config, verbose, lock.taken_over)
+            lock.stop_if_taken_over()
             # Finals train every seed in `seeds`: fresh runs, never a search trial's (plan.final_runs).
-            final_errors = _run_grid(config, "final", final_runs(config, best), verbose)
+            final_errors = _run_grid(config, "final", final_runs(config, best), verbose, lock.taken_over)
+            lock.stop_if_taken_over()
+        except Exception:
+            lock.stop_if_taken_over()  # a stage ended by the takeover: say that, not Tune's error
+            raise
         finally:
             import ray
 

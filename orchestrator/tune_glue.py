@@ -47,6 +47,10 @@ class CellsSearcher(Searcher):
         search.finish(run.optuna_trial, result, error, run)
 
 
+class StageStopped(RuntimeError):
+    """Raised from Tune's loop to end a stage at once (the driver lost its lock)."""
+
+
 class Progress(Callback):
     """A compact live view: per stage, trials done / running / errored, best value per cell, time left.
 
@@ -55,7 +59,7 @@ class Progress(Callback):
     `objective` is the metric the searches maximise (SweepConfig.objective_metric).
     """
 
-    def __init__(self, stage: str, total: int, objective: str, stream=None, on_trial_end=None):
+    def __init__(self, stage: str, total: int, objective: str, stream=None, on_trial_end=None, stop_check=None):
         self.stage, self.total, self.objective = stage, total, objective
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
@@ -69,7 +73,14 @@ class Progress(Callback):
         self.durations: list[float] = []
         self.trial_started: dict[str, float] = {}
         self.on_trial_end = on_trial_end
+        self.stop_check = stop_check  # () -> why the stage must stop now, or None
         self.last_draw = 0.0
+
+    def on_step_end(self, iteration, trials, **info):
+        # An exception here ends Tune's loop (it cleans its trials up and re-raises).
+        reason = self.stop_check() if self.stop_check is not None else None
+        if reason:
+            raise StageStopped(reason)
 
     def _cell(self, trial) -> str:
         return trial.config.get("trial", {}).get("cell", "?")

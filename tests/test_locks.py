@@ -235,21 +235,27 @@ def test_time_is_not_compared_across_machines(tmp_path):
         time.sleep(0.05)
 
 
-def test_a_driver_whose_lock_is_taken_over_stops(tmp_path, monkeypatch, capsys):
-    """`ltkd resume --force` elsewhere while this driver runs: its heartbeat sees the new owner and
-    interrupts the driver (like Ctrl-C), so one driver runs the sweep."""
+def test_a_driver_whose_lock_is_taken_over_stops(tmp_path, monkeypatch):
+    """`ltkd resume --force` elsewhere while this driver runs: its heartbeat sees the new owner, the
+    running stage is ended from Tune's loop, and the driver stops with one line naming the new owner."""
     from orchestrator import sweep as driver
+    from orchestrator.sweep import SweepError
+    from orchestrator.tune_glue import Progress, StageStopped
 
     monkeypatch.setattr(driver, "HEARTBEAT_SECONDS", 0.05)
     folder = Location.parse(tmp_path)
     newcomer = Lease(folder / "driver.lock")
-    with pytest.raises(KeyboardInterrupt):
-        with driver.DriverLock(folder, log=lambda line: None):
-            newcomer.force_break()
-            assert newcomer.try_acquire()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # the interrupt arrives at the next heartbeat
-                time.sleep(0.01)
+    with driver.DriverLock(folder, log=lambda line: None) as lock:
+        assert lock.taken_over() is None
+        lock.stop_if_taken_over()  # nothing to stop for
+        newcomer.force_break()
+        assert newcomer.try_acquire()
+        assert lock.lease.lost.wait(timeout=60), "the heartbeat noticed the takeover"
+        reason = lock.taken_over()
+        assert reason.startswith(f"another driver (pid {os.getpid()} on ") and "this driver stopped" in reason
+        with pytest.raises(SweepError, match="took over this sweep's lock"):
+            lock.stop_if_taken_over()
+        with pytest.raises(StageStopped, match="took over this sweep's lock"):
+            Progress("search", 3, "val_acc", stop_check=lock.taken_over).on_step_end(iteration=1, trials=[])
     assert newcomer.still_held()  # the stopped driver left the new owner's lock alone
-    assert "took over this sweep's lock; this driver stops" in capsys.readouterr().err
     newcomer.release()

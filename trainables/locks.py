@@ -133,8 +133,7 @@ class Lease:
     """
 
     def __init__(self, location: Location | str | Path, *, stale_after: float = 120.0, heartbeat: float = 30.0,
-                 settle: float = 1.0, log: Callable[[str], None] | None = None, describe: dict | None = None,
-                 on_lost: Callable[[dict], None] | None = None):
+                 settle: float = 1.0, log: Callable[[str], None] | None = None, describe: dict | None = None):
         self.location = _as_location(location)
         self.stale_after = stale_after
         self.heartbeat = heartbeat
@@ -144,7 +143,6 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.held = False
         self.lost = threading.Event()  # set when a held lease was found taken over
-        self.on_lost = on_lost  # called (from the heartbeat thread) with the new holder's record
         self._written: dict[str, Any] | None = None  # the record this process wrote, while it holds the lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -263,12 +261,9 @@ class Lease:
         seq = 0
         while not self._stop.wait(self.heartbeat):
             try:
-                holder = self.info()
-                if (holder or {}).get("token") != self.token:  # taken over: never touch the new owner's files
+                if not self.still_held():  # taken over: never touch the new owner's files
                     self.lost.set()
                     self.log(f"lost the lock {self.location}: another process took it over")
-                    if self.on_lost is not None:
-                        self.on_lost(holder or {})
                     return
                 seq += 1
                 self._write_beat(seq)
@@ -321,14 +316,15 @@ class Lease:
     def _delete_if(self, expected: dict[str, Any]) -> bool:
         """Delete the lock only if it still holds `expected` (as `info` read it). True when deleted.
 
-        On a POSIX folder the lock is first renamed to a name of our own, atomically, so no other
-        process's lock can be deleted by mistake: if what was moved is not `expected`, it is linked
-        back (unless a newer lock appeared meanwhile, whose owner then holds the lease alone). An
-        object store has no atomic rename: there the check and the delete are two requests.
+        On a POSIX folder the lock, once read as `expected`, is renamed to a name of our own,
+        atomically, so no other process's lock is deleted by mistake: if what was moved is not
+        `expected` after all (replaced in the instant between the read and the rename), it is
+        linked back. An object store has no atomic rename: there the check and the delete are two
+        requests.
         """
+        if self.info() != expected:  # the common case of a lock replaced meanwhile: leave it untouched
+            return False
         if self.location.remote:
-            if self.info() != expected:
-                return False
             self.location.delete()
             return True
         tomb = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tomb")

@@ -76,6 +76,13 @@ class Progress(Callback):
         self.stop_check = stop_check  # () -> why the stage must stop now, or None
         self.last_draw = 0.0
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment state; the stop check holds the driver's
+        # lock (threads, an open heartbeat), which is this process's alone.
+        state = dict(self.__dict__)
+        state["stop_check"] = None
+        return state
+
     def on_step_end(self, iteration, trials, **info):
         # An exception here ends Tune's loop (it cleans its trials up and re-raises).
         reason = self.stop_check() if self.stop_check is not None else None

@@ -235,7 +235,7 @@ def test_time_is_not_compared_across_machines(tmp_path):
         time.sleep(0.05)
 
 
-def test_a_driver_whose_lock_is_taken_over_stops(tmp_path, monkeypatch):
+def test_a_driver_whose_lock_is_taken_over_stops(tmp_path, monkeypatch, capsys):
     """`ltkd resume --force` elsewhere while this driver runs: its heartbeat sees the new owner, the
     running stage is ended from Tune's loop, and the driver stops with one line naming the new owner."""
     from orchestrator import sweep as driver
@@ -255,7 +255,13 @@ def test_a_driver_whose_lock_is_taken_over_stops(tmp_path, monkeypatch):
         assert reason.startswith(f"another driver (pid {os.getpid()} on ") and "this driver stopped" in reason
         with pytest.raises(SweepError, match="took over this sweep's lock"):
             lock.stop_if_taken_over()
+        progress = Progress("search", 3, "val_acc", stop_check=lock.taken_over)
         with pytest.raises(StageStopped, match="took over this sweep's lock"):
-            Progress("search", 3, "val_acc", stop_check=lock.taken_over).on_step_end(iteration=1, trials=[])
+            progress.on_step_end(iteration=1, trials=[])
+        import ray.cloudpickle
+
+        with capsys.disabled():  # the real stdout, as under `ltkd sweep` (cloudpickle keeps it by reference)
+            progress.stream = sys.stdout
+            ray.cloudpickle.dumps(progress)  # Tune pickles its callbacks with the experiment state
     assert newcomer.still_held()  # the stopped driver left the new owner's lock alone
     newcomer.release()

@@ -53,7 +53,8 @@ from trainables.data.long_tail import long_tail_counts  # noqa: E402
 from trainables.data.pipeline import Normalization, TensorBatches  # noqa: E402
 from trainables.data.sources import ImageSet  # noqa: E402
 from trainables.distillers import DistillContext, get_method  # noqa: E402
-from trainables.engine import autocast_dtype, default_channels_last, distillation_loss, optimizer_step  # noqa: E402
+from trainables.engine import (DEFAULT_CHANNELS_LAST, CachedTeacher, LiveTeacher, autocast_dtype,  # noqa: E402
+                               distillation_loss, optimizer_step)
 from trainables.models import ModelOutput, create_model  # noqa: E402
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -132,9 +133,9 @@ class Reference(Setup):
 
 
 class Ours(Setup):
-    def __init__(self, name, label, batches, teacher, cache, student, ltkd, device, amp_dtype):
+    def __init__(self, name, label, batches, teacher, student, ltkd, device, amp_dtype):
         super().__init__(name, label)
-        self.batches, self.teacher, self.cache, self.student, self.ltkd = batches, teacher, cache, student, ltkd
+        self.batches, self.teacher, self.student, self.ltkd = batches, teacher, student, ltkd  # teacher: engine.Teacher
         self.device, self.amp_dtype = device, amp_dtype
         self.optimizer = torch.optim.SGD(student.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -150,7 +151,7 @@ class Ours(Setup):
         except StopIteration:  # a new epoch
             self.start()
             inputs, labels, index, views = next(self.iterator)
-        loss = distillation_loss(self.student, self.ltkd, self.teacher, self.cache, inputs, labels, index, views,
+        loss = distillation_loss(self.student, self.ltkd, self.teacher, inputs, labels, index, views,
                                  needs_features=False, amp_dtype=self.amp_dtype, ce_weight=1.0, distill_weight=1.0)
         optimizer_step(loss, self.optimizer, self.scaler)
         return len(labels)
@@ -209,7 +210,7 @@ def main(argv=None) -> None:
     ltkd = get_method("ltkd").build(DistillContext(num_classes=100, class_counts=tuple(counts)), dict(hparams)).to(device)
     # ours: the engine's defaults for the device (RunConfig amp "auto", channels_last None)
     amp_dtype = autocast_dtype("auto", device)
-    channels_last = default_channels_last()
+    channels_last = DEFAULT_CHANNELS_LAST
     normalization = Normalization(CIFAR100_MEAN, CIFAR100_STD)
     train_batches = TensorBatches(ImageSet(labels=labels, images=images), BATCH, device, normalization,
                                   channels_last=channels_last, drop_last=True)
@@ -255,16 +256,17 @@ def main(argv=None) -> None:
 
     setups = [
         Reference(images, labels, teacher, student(), ltkd, device, workers),
-        Ours("live", "(b) ours, live teacher: tensor pipeline + live teacher", train_batches, teacher_ours, None,
-             student(), ltkd, device, amp_dtype),
-        Ours("cached", "(c) ours, cached teacher: tensor pipeline + teacher-logit cache", train_batches, None, cache,
-             student(), ltkd, device, amp_dtype),
+        Ours("live", "(b) ours, live teacher: tensor pipeline + live teacher", train_batches,
+             LiveTeacher(teacher_ours), student(), ltkd, device, amp_dtype),
+        Ours("cached", "(c) ours, cached teacher: tensor pipeline + teacher-logit cache", train_batches,
+             CachedTeacher(cache), student(), ltkd, device, amp_dtype),
     ]
     if channels_last:  # ablation: (c) in the reference's NCHW layout, to separate the layout's share
         nchw_batches = TensorBatches(ImageSet(labels=labels, images=images), BATCH, device, normalization,
                                      channels_last=False, drop_last=True)
         setups.append(Ours("cached_nchw", "(d) ablation: (c) in NCHW layout (the engine's CPU default before issue 8)",
-                           nchw_batches, None, cache, copy.deepcopy(student0).to(device), ltkd, device, amp_dtype))
+                           nchw_batches, CachedTeacher(cache), copy.deepcopy(student0).to(device), ltkd, device,
+                           amp_dtype))
     per_round: dict[str, list[float]] = {s.name: [] for s in setups}
     print("\nsteady state, images/s per round:")
     for r in range(args.rounds):
@@ -358,7 +360,7 @@ def main(argv=None) -> None:
     full_views = n * shape[1]
     full_build = full_views / build_rate + open_seconds
     epoch_live, epoch_cached, epoch_ref = (n / median[k] for k in ("live", "cached", "reference"))
-    print(f"\nONE-TIME CACHE BUILD (per teacher, shared by every trial):")
+    print("\nONE-TIME CACHE BUILD (per teacher, shared by every trial):")
     print(f"  measured: {build_images} images x {shape[1]} views = {views_built} teacher forwards (fp32) in "
           f"{build_seconds:.1f} s = {build_rate:.1f} views/s")
     print(f"  EXTRAPOLATED to the full cache, {n} x {shape[1]} = {full_views} views: {full_build:,.0f} s "
@@ -381,7 +383,7 @@ def main(argv=None) -> None:
         print(f"machine load average after: {os.getloadavg()[0]:.2f} (1 min)")
     except OSError:
         pass
-    del cache
+    cache = None  # frees the mapped file before the temporary folder goes (not `del`: a closure above reads it)
     tmp.cleanup()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data.groups import class_groups, group_names
+from trainables.data.groups import class_group_ids, group_names
 from trainables.data.sources import get_dataset, nominal_pool, profile_n_max, target_counts
 from trainables.errors import UserError
 
@@ -32,14 +32,14 @@ def describe_dataset(name: str, root, imbalance_factor: float, n_groups: int = 3
     holdout = spec.validation_per_class if validation_per_class is None else int(validation_per_class)
     root_path = None if root is None else Path(root)
     spec.find_root(root_path)  # layout check before reading anything
-    source = spec.read(root_path)  # file-backed datasets are listed, never decoded
+    source = (spec.read_labels or spec.read)(root_path)  # labels only: nothing is decoded
     labels, num_classes = source.train.labels, len(source.class_names)
     n_max = profile_n_max(spec, labels, num_classes, holdout)
     counts = target_counts(spec, labels, imbalance_factor, num_classes, holdout)
     class_names, test_labels = source.class_names, source.test.labels
     if not 1 <= n_groups <= num_classes:
         raise UserError(f"--groups must be between 1 and the class count {num_classes}, got {n_groups}")
-    groups = class_groups(counts, n_groups)
+    groups = np.asarray(class_group_ids(counts, n_groups))
     names = group_names(n_groups)
     pool = np.bincount(labels, minlength=num_classes)
     default = " (the default)" if holdout == spec.validation_per_class else ""

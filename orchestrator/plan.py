@@ -19,25 +19,30 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.layout import SweepLayout
 from orchestrator.sweep_config import MethodEntry, SweepConfig
 from trainables.config import RunConfig
 from trainables.storage import Location
+from trainables.trial import TrialSpec
 
-SWEEP_FILE = "sweep.json"
-JOURNAL_FILE = "optuna.journal"
+
+def layout(config: SweepConfig) -> SweepLayout:
+    """The sweep's paths on its storage: a folder every node reaches (local, NFS, file://) or an
+    object-store URI (s3://, gs://, ...)."""
+    return SweepLayout.of(config.storage, config.name)
 
 
 def storage_root(config: SweepConfig) -> Location:
-    """The storage: a folder every node reaches (local, NFS, file://) or an object-store URI (s3://, gs://, ...)."""
-    return Location.parse(config.storage)
+    return layout(config).storage
 
 
 def sweep_dir(config: SweepConfig) -> Location:
-    return storage_root(config) / config.name
+    return layout(config).folder
 
 
-def run_hash(run: RunConfig) -> str:
-    identity = json.dumps(run.resolved().identity(), sort_keys=True, default=str)
+def run_hash(resolved: RunConfig) -> str:
+    """The run folder's name suffix: a digest of what the (resolved) run computes."""
+    identity = json.dumps(resolved.identity(), sort_keys=True, default=str)
     return hashlib.sha1(identity.encode()).hexdigest()[:12]
 
 
@@ -83,7 +88,8 @@ class PlannedRun:
     trial_id: str  # idempotency key of its results
     stage: str  # teacher | search | final
     cell: str
-    run: RunConfig
+    run: RunConfig  # as planned: the method's hyperparameters over its defaults
+    resolved: RunConfig  # `run` resolved (once): every default filled in; what trains and is recorded
     run_dir: Location
     study: str | None = None
     optuna_trial: int | None = None
@@ -91,18 +97,26 @@ class PlannedRun:
     teacher_seed: int | None = None  # None: a teacher run, or a method without a teacher
     search_trials: int = 0  # Optuna trials the cell's search runs to choose this configuration; 0 = fixed
 
+    @property
+    def epochs(self) -> int:
+        return self.resolved.epochs
+
+    def spec(self, config: SweepConfig) -> TrialSpec:
+        """What the Tune trainable receives."""
+        return TrialSpec(
+            trial_id=self.trial_id, stage=self.stage, cell=self.cell, sweep=config.name,
+            sweep_dir=sweep_dir(config).uri, run_dir=self.run_dir.uri, run=self.resolved,
+            teacher_dir=self.teacher_dir.uri if self.teacher_dir else None, study=self.study,
+            optuna_trial=self.optuna_trial, cpus=config.resources.cpus_per_trial,
+            gpus=config.resources.gpus_per_trial,
+            # The protocol, recorded with every result.
+            selection=config.selection, teacher_seed=self.teacher_seed, search_trials=self.search_trials,
+            objective_metric=config.objective_metric,
+        )
+
     def trial_config(self, config: SweepConfig) -> dict[str, Any]:
-        """What the Tune trainable receives (plain, picklable values)."""
-        return {
-            "trial_id": self.trial_id, "stage": self.stage, "cell": self.cell, "sweep": config.name,
-            "sweep_dir": sweep_dir(config).uri, "run_dir": self.run_dir.uri, "run": self.run.to_dict(),
-            "teacher_dir": self.teacher_dir.uri if self.teacher_dir else None,
-            "resolved_run": self.run.resolved().to_dict(), "study": self.study, "optuna_trial": self.optuna_trial,
-            "cpus": config.resources.cpus_per_trial, "gpus": config.resources.gpus_per_trial,
-            # The protocol, recorded with every result (contract item 4).
-            "selection": config.selection, "teacher_seed": self.teacher_seed, "search_trials": self.search_trials,
-            "objective_metric": config.objective_metric,
-        }
+        """`spec` as Tune carries it: plain, picklable values."""
+        return self.spec(config).to_dict()
 
 
 def settings(config: SweepConfig) -> list[Setting]:
@@ -127,9 +141,10 @@ def teacher_run(config: SweepConfig, setting: Setting, seed: int) -> PlannedRun:
     dataset, factor, arch = setting.dataset, setting.imbalance_factor, setting.teacher_arch
     run = RunConfig(**_common(config, setting), role="teacher", arch=arch, method="ce", seed=seed,
                     epochs=config.teacher_epochs)
-    name = f"{dataset}-if{factor:g}-{arch}-seed{seed}-{run_hash(run)}"
+    resolved = run.resolved()
+    name = f"{dataset}-if{factor:g}-{arch}-seed{seed}-{run_hash(resolved)}"
     return PlannedRun(trial_id=f"teacher/{name}", stage="teacher", cell=f"{dataset}/if{factor:g}/{arch}",
-                      run=run, run_dir=storage_root(config) / "teachers" / name)
+                      run=run, resolved=resolved, run_dir=layout(config).teacher_dir(name))
 
 
 def teacher_runs(config: SweepConfig) -> list[PlannedRun]:
@@ -155,11 +170,12 @@ def student_run(config: SweepConfig, cell: Cell, seed: int, hparams: dict[str, A
                     method=cell.entry.method, hparams={**cell.entry.hparams, **hparams},
                     teacher=str(teacher_dir) if teacher_dir else None,
                     teacher_arch=s.teacher_arch, seed=seed, epochs=config.student_epochs)
-    digest = run_hash(run)
+    resolved = run.resolved()
+    digest = run_hash(resolved)
     # Two search trials may draw the same hyperparameters (one run folder): their records stay apart.
     trial = f"t{optuna_trial}-" if optuna_trial is not None else ""
     return PlannedRun(trial_id=f"{stage}/{cell.key}/{trial}seed{seed}-{digest}", stage=stage, cell=cell.key, run=run,
-                      run_dir=sweep_dir(config) / "runs" / slug(cell.key) / f"seed{seed}-{digest}",
+                      resolved=resolved, run_dir=layout(config).student_dir(slug(cell.key), f"seed{seed}-{digest}"),
                       study=study, optuna_trial=optuna_trial, teacher_dir=teacher_dir, teacher_seed=teacher_seed,
                       search_trials=cell.entry.search.n_trials if cell.entry.search is not None else 0)
 
@@ -187,3 +203,23 @@ def final_runs(config: SweepConfig, best: dict[str, dict[str, Any]]) -> list[Pla
             cell = dataclasses.replace(cell, entry=dataclasses.replace(cell.entry, search=None))
         runs += [student_run(config, cell, seed, best.get(cell.key, {}), "final") for seed in config.seeds]
     return runs
+
+
+PLAN_FORMAT = 1
+
+
+def plan_summary(config: SweepConfig) -> dict[str, Any]:
+    """What `ltkd status` needs to know of the plan, as plain values (the driver writes it to plan.json).
+
+    Teachers are named by their folder under the storage's teachers/ (not by URI): a sweep moved to
+    another mount or bucket still finds them.
+    """
+    searched = [cell for cell in cells(config) if cell.entry.search is not None]
+    return {
+        "format": PLAN_FORMAT, "sweep": config.name, "selection": config.selection,
+        "objective_metric": config.objective_metric, "search_seed": config.search_seed,
+        "seeds": list(config.seeds), "teacher_seeds": list(config.teacher_seeds),
+        "teachers": [{"name": run.run_dir.name, "epochs": run.epochs} for run in teacher_runs(config)],
+        "search_trials": sum(cell.entry.search.n_trials for cell in searched),
+        "final_runs": len(cells(config)) * len(config.seeds),
+    }

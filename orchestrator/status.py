@@ -1,40 +1,63 @@
-"""`ltkd status SWEEP_DIR`: where a sweep stands, read from its files only (nothing is written)."""
+"""`ltkd status SWEEP_DIR`: where a sweep stands, read from its files only (nothing is written).
+
+It reads the plan the driver wrote (plan.json), the teachers' metrics logs, the Parquet results
+and the driver's lock, and never loads torch or Ray. A sweep whose driver never wrote a plan
+(made by an older version) is planned again from its sweep.json.
+"""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from orchestrator.plan import cells, sweep_dir, teacher_runs
+from orchestrator.layout import SweepLayout
 from orchestrator.studies import run_outcome
 from orchestrator.sweep import driver_state, load_sweep_folder
 from trainables.storage import Location
 
 
-def sweep_status(folder: str | Path) -> str:
-    config = load_sweep_folder(folder)
-    folder = sweep_dir(config)
-    lines = [f"sweep {config.name}: {folder}"]
-    lines.append(f"protocol: selection {config.selection} (searches maximise {config.objective_metric}), search seed "
-                 f"{config.search_seed}, final seeds {', '.join(map(str, config.seeds))}, teacher seeds "
-                 f"{', '.join(map(str, config.teacher_seeds))}")
-    lines.append(driver_state(folder))
+def read_plan(layout: SweepLayout) -> dict[str, Any] | None:
+    """The sweep's plan.json (see plan.plan_summary), or None when it has none or it cannot be read."""
+    from orchestrator.plan import PLAN_FORMAT
 
-    teachers = teacher_runs(config)
-    finished = sum(run_outcome(t.run_dir, t.run.resolved().epochs) is not None for t in teachers)
+    text = layout.plan_file.read_text()
+    try:
+        plan = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT or plan.get("sweep") != layout.name:
+        return None
+    return plan
+
+
+def sweep_status(folder: str | Path) -> str:
+    folder = Location.parse(folder)
+    layout = SweepLayout(folder.parent, folder.name)
+    plan = read_plan(layout)
+    if plan is None:  # no plan written yet (or by an older version): plan it from sweep.json
+        from orchestrator.plan import plan_summary
+
+        plan = plan_summary(load_sweep_folder(folder))  # the error names what is wrong with a non-sweep folder
+    lines = [f"sweep {plan['sweep']}: {layout.folder}"]
+    lines.append(f"protocol: selection {plan['selection']} (searches maximise {plan['objective_metric']}), search seed "
+                 f"{plan['search_seed']}, final seeds {', '.join(map(str, plan['seeds']))}, teacher seeds "
+                 f"{', '.join(map(str, plan['teacher_seeds']))}")
+    lines.append(driver_state(layout.folder))
+
+    teachers = plan["teachers"]
+    finished = sum(run_outcome(layout.teacher_dir(t["name"]), t["epochs"]) is not None for t in teachers)
     lines.append(f"teachers: {finished}/{len(teachers)} finished")
 
-    records = _records(folder)
+    records = _records(layout)
     for stage in ("search", "final"):
         stage_records = records[records["stage"] == stage] if len(records) else records
         counts = Counter(stage_records["status"]) if len(stage_records) else Counter()
-        if stage == "search":
-            planned = sum(cell.entry.search.n_trials for cell in cells(config) if cell.entry.search is not None)
-        else:
-            planned = len(cells(config)) * len(config.seeds)
+        planned = plan["search_trials"] if stage == "search" else plan["final_runs"]
         ended = sum(counts.values())
         lines.append(f"{stage}: {ended}/{planned} trials ended ({counts.get('completed', 0)} completed, "
                      f"{counts.get('early_stopped', 0)} early-stopped, {counts.get('errored', 0)} errored)")
-        metric = config.objective_metric  # what the searches maximise: never a test metric with selection "val"
+        metric = plan["objective_metric"]  # what the searches maximise: never a test metric with selection "val"
         if stage == "search" and len(stage_records) and metric in stage_records:
             best = stage_records[stage_records["status"] == "completed"].groupby("cell")[metric].max()
             for cell, value in best.dropna().items():
@@ -42,14 +65,14 @@ def sweep_status(folder: str | Path) -> str:
     return "\n".join(lines)
 
 
-def _records(folder: Location):
+def _records(layout: SweepLayout):
     import pandas as pd
 
     from results.store import read_results
 
-    if not (folder / "results").is_dir():
+    if not layout.results.is_dir():
         return pd.DataFrame(columns=["stage", "status", "cell"])
-    frame = read_results([folder.uri], warn=lambda message: None, allow_empty=True)
+    frame = read_results([layout.folder.uri], warn=lambda message: None, allow_empty=True)
     if "row_kind" in frame:
         frame = frame[frame["row_kind"] == "final"]
     return frame

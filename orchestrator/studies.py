@@ -12,7 +12,7 @@ so a search never reads a test metric.
 """
 from __future__ import annotations
 
-import atexit
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from orchestrator.plan import Cell, PlannedRun, search_run
 from orchestrator.sweep_config import SweepConfig
 from search_spaces import get_space
 from trainables.data.sources import DATASETS
-from trainables.engine import METRICS_NAME, parse_metrics
+from trainables.run_files import METRICS_NAME, parse_metrics
 from trainables.errors import UserError
 from trainables.storage import Location, hold_scratch, prune_scratch
 
@@ -71,7 +71,6 @@ class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
         self.backend = _journal_file(self.local)
         self.pending = False  # appended locally, not yet pushed
         self.pushed_at = time.monotonic()
-        atexit.register(self._flush_at_exit)
 
     def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
         return self.backend.read_logs(log_number_from)
@@ -90,20 +89,35 @@ class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
             self.pending = False
             self.pushed_at = time.monotonic()
 
-    def _flush_at_exit(self) -> None:
+    def close(self) -> None:
+        """Push what is pending (the last intermediate values); the store being gone loses only those."""
         try:
             self.flush()
-        except Exception:  # the store is gone: nothing more can be saved at exit
+        except Exception:  # the store is gone: nothing more can be saved
             pass
 
 
 def open_storage(journal: Location) -> optuna.storages.BaseStorage:
-    """The sweep's Optuna storage: a journal file in the sweep folder."""
+    """The sweep's Optuna storage: a journal file in the sweep folder (for reading; a driver uses `opened_storage`)."""
+    return optuna.storages.JournalStorage(_journal_backend(journal))
+
+
+@contextlib.contextmanager
+def opened_storage(journal: Location):
+    """The sweep's Optuna storage for a `with` block: an object-store journal gets its last appends pushed at the end."""
+    backend = _journal_backend(journal)
+    try:
+        yield optuna.storages.JournalStorage(backend)
+    finally:
+        if isinstance(backend, MirroredJournal):
+            backend.close()
+
+
+def _journal_backend(journal: Location):
     # Optuna logs a line per trial at INFO; the sweep prints its own progress. Set here, when a
     # sweep opens its studies, not on import: importing this module changes nothing.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    backend = MirroredJournal(journal) if journal.remote else _journal_file(journal.local_path)
-    return optuna.storages.JournalStorage(backend)
+    return MirroredJournal(journal) if journal.remote else _journal_file(journal.local_path)
 
 
 def run_outcome(run_dir: Location, epochs: int) -> dict[str, Any] | None:
@@ -168,7 +182,7 @@ class CellSearch:
     def value_of(self, run: PlannedRun, reported: dict | None = None) -> float:
         """The trial's value from the run's metrics history (its last epoch); `reported` (Tune's last
         result) only when the history cannot be read."""
-        outcome = run_outcome(run.run_dir, run.run.resolved().epochs)
+        outcome = run_outcome(run.run_dir, run.epochs)
         return trial_value(outcome if outcome is not None else (reported or {}), self.objective)
 
     def reconcile(self) -> list[tuple[PlannedRun, dict]]:
@@ -180,7 +194,7 @@ class CellSearch:
                 self.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
                 continue
             run = self.planned(frozen.number, hparams)
-            outcome = run_outcome(run.run_dir, run.run.resolved().epochs)
+            outcome = run_outcome(run.run_dir, run.epochs)
             if outcome is not None:
                 self.study.tell(frozen.number, trial_value(outcome, self.objective), skip_if_finished=True)
                 told.append((run, outcome))
@@ -223,7 +237,7 @@ class CellSearch:
         if error or not result:
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
             return "errored"
-        if result.get("epoch", 0) < run.run.resolved().epochs:  # stopped early by ASHA
+        if result.get("epoch", 0) < run.epochs:  # stopped early by ASHA
             self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
             return "early_stopped"
         try:

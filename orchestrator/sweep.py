@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.plan import (JOURNAL_FILE, SWEEP_FILE, PlannedRun, cells, final_runs, storage_root, sweep_dir,
+from orchestrator.layout import LOCK_FILE, SWEEP_FILE
+from orchestrator.plan import (PlannedRun, cells, final_runs, layout, plan_summary, storage_root, sweep_dir,
                               teacher_runs)
-from orchestrator.studies import CellSearch, open_storage, run_outcome
+from orchestrator.studies import CellSearch, opened_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
 from trainables.errors import UserError
 from trainables.storage import Location, StorageError
-
-LOCK_FILE = "driver.lock"
-
 
 class SweepError(UserError):
     pass
@@ -203,19 +201,13 @@ def driver_state(folder: Location) -> str:
 # ------------------------------------------------------------------------------------ running
 
 
-def _write_record(trial: dict[str, Any], status: str, started: float | None = None) -> None:
-    from results.store import write_trial
-    from trainables.tune_trainable import trial_record
-
-    write_trial(trial["sweep_dir"], trial_record(trial, status, time.time() if started is None else started))
-
-
 def _ensure_record(run: PlannedRun, config: SweepConfig) -> None:
     """A finished run whose results were not written (driver killed in between) gets them now."""
-    from results.store import trial_file_name
+    from orchestrator.records import has_record, write_record
 
-    if not (sweep_dir(config) / "results" / trial_file_name(run.trial_id)).exists():
-        _write_record(run.trial_config(config), "completed")
+    spec = run.spec(config)
+    if not has_record(spec):
+        write_record(spec, None, "completed")
 
 
 def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, stop_check=None, param_space=None,
@@ -223,21 +215,22 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, s
                 scheduler=None) -> Any:
     from ray import tune
 
-    from orchestrator.tune_glue import Progress
-    from trainables.tune_trainable import run_trial
+    from orchestrator.records import write_record
+    from orchestrator.tune_glue import Progress, ltkd_trial
+    from trainables.trial import TrialSpec
 
     def on_end(trial: dict, status: str, started: float) -> None:
         # A trial stopped early never returns from its last report: the driver writes its record.
         if status == "early_stopped" and trial:
-            _write_record(trial, "early_stopped", started)
+            write_record(TrialSpec.from_dict(trial), None, "early_stopped", started)
 
     progress = Progress(stage, total, config.objective_metric, on_trial_end=on_end, stop_check=stop_check)
     resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
-    ray_folder = sweep_dir(config) / "ray"
+    ray_folder = layout(config).ray
     # Ray keeps its experiment state and trial logs on the same storage, object stores included.
     filesystem, ray_path = ray_folder.filesystem() if ray_folder.remote else (None, ray_folder.path)
     tuner = tune.Tuner(
-        tune.with_resources(lambda spec: run_trial(spec["trial"]), resources),
+        tune.with_resources(ltkd_trial, resources),
         param_space=param_space or {},
         tune_config=tune.TuneConfig(num_samples=1 if search_alg is None else total, search_alg=search_alg,
                                     scheduler=scheduler, metric=config.objective_metric if scheduler else None,
@@ -260,7 +253,7 @@ def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: 
 
     todo = []
     for run in runs:
-        if run_outcome(run.run_dir, run.run.resolved().epochs) is not None:
+        if run_outcome(run.run_dir, run.epochs) is not None:
             _ensure_record(run, config)
         else:
             todo.append(run)
@@ -275,13 +268,17 @@ def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: 
 
 def _search_stage(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[dict[str, dict], int]:
     """Every searched cell's study, run at the same time. Returns best hparams per cell key and errors."""
-    from orchestrator.tune_glue import CellsSearcher
-
     searched = [cell for cell in cells(config) if cell.entry.search is not None]
     if not searched:
         return {}, 0
-    storage = open_storage(sweep_dir(config) / JOURNAL_FILE)
-    searches = [CellSearch(config, cell, storage) for cell in searched]
+    with opened_storage(layout(config).journal) as storage:
+        return _run_searches(config, [CellSearch(config, cell, storage) for cell in searched], verbose, stop_check)
+
+
+def _run_searches(config: SweepConfig, searches: list[CellSearch], verbose: bool,
+                  stop_check=None) -> tuple[dict[str, dict], int]:
+    from orchestrator.tune_glue import CellsSearcher
+
     for search in searches:
         for run, _ in search.reconcile():
             _ensure_record(run, config)
@@ -307,7 +304,7 @@ def _search_stage(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[
         hparams = search.best_hparams()
         if hparams is None:  # left out of `best`: its finals run at the defaults and are recorded so
             print(f"search: {search.cell.key} has no completed trial; its final runs use the defaults")
-            from trainables.distillers import get_method
+            from trainables.methods import get_method
 
             warning = get_method(search.cell.entry.method).guessed_defaults_warning(search.cell.setting.dataset,
                                                                                     search.cell.entry.hparams)
@@ -320,7 +317,7 @@ def _search_stage(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[
 
 def _warn_guessed_defaults(config: SweepConfig) -> None:
     """One line per method and dataset whose unsearched runs keep defaults that no study backs."""
-    from trainables.distillers import get_method
+    from trainables.methods import get_method
 
     seen = set()
     for cell in cells(config):
@@ -333,7 +330,7 @@ def _warn_guessed_defaults(config: SweepConfig) -> None:
 
 
 def run_epochs(config: SweepConfig, search: CellSearch) -> int:
-    return search.planned(0, dict(search.cell.entry.hparams)).run.resolved().epochs
+    return search.planned(0, dict(search.cell.entry.hparams)).epochs
 
 
 def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = False, resume: bool = False,
@@ -348,6 +345,8 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
     _warn_guessed_defaults(config)
     with DriverLock(folder, force=force) as lock:
         started = time.time()
+        # For `ltkd status`, which reads files only (rewritten by every driver: the code planning it may be newer).
+        layout(config).plan_file.write_text(json.dumps(plan_summary(config), indent=1))
         print(f"sweep {config.name}: {folder}" + (" (resuming)" if resume else ""))
         _start_ray(address, verbose, config)
         try:
@@ -355,7 +354,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
             lock.stop_if_taken_over()
             if errors:
                 raise SweepError(f"{errors} teacher runs failed after {config.max_retries} retries; see their logs "
-                                 f"under {folder / 'ray'}, fix the cause and `ltkd resume {shlex.quote(folder.uri)}`")
+                                 f"under {layout(config).ray}, fix the cause and `ltkd resume {shlex.quote(folder.uri)}`")
             best, search_errors = _search_stage(config, verbose, lock.taken_over)
             lock.stop_if_taken_over()
             # Finals train every seed in `seeds`: fresh runs, never a search trial's (plan.final_runs).

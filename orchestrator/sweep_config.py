@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from trainables.errors import UserError
+from trainables.metrics import OBJECTIVES, validation_twin
 
 
 class ConfigError(UserError):
@@ -122,7 +123,7 @@ class SweepConfig:
         With selection "val" it is the validation split's ("val_acc" for objective "acc"): a search
         never reads a test metric. With "test" it is the test metric itself (the paper's protocol).
         """
-        return f"val_{self.objective}" if self.selection == "val" else self.objective
+        return validation_twin(self.objective) if self.selection == "val" else self.objective
 
     @property
     def search_seed_list(self) -> list[int]:
@@ -179,7 +180,6 @@ class SweepConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-OBJECTIVES = ("acc", "acc_head", "acc_medium", "acc_tail")
 SELECTIONS = ("val", "test")
 
 
@@ -381,7 +381,7 @@ def validate(config: SweepConfig) -> None:
     from search_spaces import get_space
     from trainables.config import check_device
     from trainables.data.sources import DATASETS
-    from trainables.distillers import get_method
+    from trainables.methods import get_method
     from trainables.models import MODELS
 
     def need(ok: bool, message: str) -> None:

@@ -27,16 +27,15 @@ def _parse_value(text: str):
 
 
 def method_overrides(args: argparse.Namespace) -> dict:
-    from trainables.distillers import get_method
+    from trainables.methods import get_method
 
-    knobs = get_method(getattr(args, "method", "ce")).knobs
+    method = get_method(getattr(args, "method", "ce"))
     overrides = {}
     for flag, name in HPARAM_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            if name == "temperature" and "temperature" not in knobs and "tau" in knobs:
-                name = "tau"  # DIST calls its temperature tau
-            overrides[name] = value
+            knob = method.knob_for(name)  # --temperature sets DIST's tau (declared as its alias)
+            overrides[knob.name if knob is not None else name] = value
     for item in getattr(args, "set", None) or []:
         if "=" not in item:
             raise UserError(f"--set expects NAME=VALUE, got '{item}'")
@@ -100,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _warn_guessed_defaults(requested) -> None:
-    from trainables.distillers import get_method
+    from trainables.methods import get_method
 
     warning = get_method(requested.method).guessed_defaults_warning(requested.dataset, requested.hparams)
     if warning:

@@ -1,4 +1,5 @@
-"""Ray Tune wiring: a Searcher that serves every cell's Optuna search at once, and the live progress view."""
+"""Ray Tune wiring: the trial function Tune runs, a Searcher that serves every cell's Optuna search at
+once, and the live progress view."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +9,16 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from orchestrator.plan import PlannedRun
+from orchestrator.records import write_record
 from orchestrator.studies import CellSearch
 from orchestrator.sweep_config import SweepConfig
+from trainables.trial import TrialSpec
+from trainables.tune_trainable import run_trial
+
+
+def ltkd_trial(config: dict) -> None:
+    """What Tune runs for every trial (its name in Tune's logs): the trainable, recording into the sweep's store."""
+    run_trial(TrialSpec.from_dict(config["trial"]), record=write_record)
 
 
 class CellsSearcher(Searcher):

@@ -38,14 +38,13 @@ from results.tables import (
     table_trials,
     trial_outcomes,
 )
+from trainables.data.groups import group_sizes
+from trainables.metrics import LABELS
 
 DPI = 120
 _PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 GROUP_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c")  # head, medium, tail
 GROUP_NAMES = ("Head", "Medium", "Tail")
-OBJECTIVE_LABELS = {"acc": "All", "acc_tail": "Tail", "acc_head": "Head", "acc_medium": "Medium",
-                    "val_acc": "Validation All", "val_acc_tail": "Validation Tail", "val_acc_head": "Validation Head",
-                    "val_acc_medium": "Validation Medium"}
 
 
 def _slug(*parts) -> str:
@@ -82,8 +81,6 @@ def _block_slug(block: tuple) -> str:
 
 
 def _group_sizes(num_classes: int) -> list[int]:
-    from trainables.data.groups import group_sizes
-
     return group_sizes(num_classes, 3) if num_classes >= 3 else [num_classes]
 
 
@@ -334,7 +331,7 @@ def sensitivity_figures(df: pd.DataFrame, out: Path, objective: str | None = Non
                 best = group.loc[group[cell_objective].idxmax()]
                 ax.scatter([best[x_name]], [best[metric]], marker="*", s=180, facecolors="none",
                            edgecolors="#d62728", linewidths=1.3,
-                           label=f"best trial ({OBJECTIVE_LABELS.get(cell_objective, cell_objective)})")
+                           label=f"best trial ({LABELS.get(cell_objective, cell_objective)})")
                 if _scale(ax, group[x_name].to_numpy(dtype=float), "x"):
                     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
                     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -394,7 +391,7 @@ def optuna_history_figures(df: pd.DataFrame, out: Path, objective: str | None = 
                        clip_on=False)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Optuna trial number")
-        ax.set_ylabel(f"{OBJECTIVE_LABELS.get(objective_here, objective_here)} accuracy at the trial's last epoch (%)")
+        ax.set_ylabel(f"{LABELS.get(objective_here, objective_here)} accuracy at the trial's last epoch (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         cells = ", ".join(sorted(set(group["cell"])))

@@ -15,6 +15,7 @@ import csv
 import html
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from results.tables import NOT_SIGNIFICANT, Column, Stat, Table, TextTable, format_factor
 
@@ -85,22 +86,54 @@ def _switch(value) -> str:
     return "–" if value is None else ("✓" if value else "✗")
 
 
+@dataclass(frozen=True)
+class _Markup:
+    """How one format writes the parts of a cell (`_cell`); the strings are `str.format` templates."""
+
+    escape: Callable[[str], str]  # any text of the cell (numbers, the p-value, the interval)
+    signed: Callable[[str], str]  # a gain's numbers, which carry a sign
+    best: str
+    second: str
+    spread: str
+    dagger: str
+    p_value: str
+    paper: str
+    mark_spread: bool = False  # best / second mark the spread with the mean
+    interval: str | None = None  # the 95% interval (HTML only)
+
+
+def _cell(stat: Stat | None, kind: str, markup: _Markup) -> str:
+    """A cell: mean (marked best / second), spread, the gain's dagger and p-value, the paper's number."""
+    if stat is None or stat.mean is None:
+        return markup.escape("–")  # (marks are only set on cells with a mean)
+    main, spread, paper = _cell_parts(stat, kind)
+    number = markup.signed if kind == "gain" else markup.escape
+    text = number(main)
+    spread_text = "" if spread is None else markup.spread.format(markup.escape(spread))
+    if markup.mark_spread:
+        text += spread_text
+    if kind != "gain" and stat.mark in ("best", "second"):
+        text = (markup.best if stat.mark == "best" else markup.second).format(text)
+    if not markup.mark_spread:
+        text += spread_text
+    if kind == "gain":
+        mark = dagger(stat, kind)
+        if mark:
+            text += markup.dagger.format(markup.escape(mark))
+        text += markup.p_value.format(markup.escape(p_text(stat)))
+    if paper is not None:
+        text += markup.paper.format(number(paper))
+    interval = None if markup.interval is None else ci_text(stat, kind)
+    if interval is not None:
+        text += markup.interval.format(markup.escape(interval))
+    return text
+
+
 # ------------------------------------------------------------------------------ Markdown
 
 
-def _md_cell(stat: Stat | None, kind: str) -> str:
-    main, spread, paper = _cell_parts(stat, kind)
-    text = main if spread is None else f"{main} ± {spread}"
-    if kind == "gain" and stat is not None and stat.mean is not None:
-        text += f"{dagger(stat, kind)} ({p_text(stat)})"
-    if stat is not None and kind != "gain":
-        if stat.mark == "best":
-            text = f"**{text}**"
-        elif stat.mark == "second":
-            text = f"<u>{text}</u>"
-    if paper is not None:
-        text += f" ({paper})"
-    return text
+_MD = _Markup(escape=str, signed=str, best="**{}**", second="<u>{}</u>", spread=" ± {}", dagger="{}",
+              p_value=" ({})", paper=" ({})", mark_spread=True)
 
 
 def _md_escape(text: str) -> str:
@@ -125,7 +158,7 @@ def to_markdown(table: Table | TextTable) -> str:
             if all(table.cells[i][j] is None for j in block):
                 continue
             lead = [_switch(v) for v in table.lead[i]] if table.lead else []
-            row = [_md_escape(label)] + lead + [_md_cell(table.cells[i][j], table.kinds[i]) for j in block]
+            row = [_md_escape(label)] + lead + [_cell(table.cells[i][j], table.kinds[i], _MD) for j in block]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     lines.append(f"*{table.caption}*")
@@ -151,25 +184,10 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
-def _tex_cell(stat: Stat | None, kind: str) -> str:
-    main, spread, paper = _cell_parts(stat, kind)
-    if main == "–":
-        return "--"
-    text = main.replace("-", "$-$") if kind == "gain" else main
-    if stat is not None and kind != "gain":
-        if stat.mark == "best":
-            text = rf"\textbf{{{text}}}"
-        elif stat.mark == "second":
-            text = rf"\underline{{{text}}}"
-    if spread is not None:
-        text += rf"{{\scriptsize$\pm${spread}}}"
-    if kind == "gain" and stat is not None:
-        if dagger(stat, kind):
-            text += r"$^\dagger$"
-        text += rf" {{\scriptsize({latex_escape(p_text(stat)).replace('<', '$<$')})}}"
-    if paper is not None:
-        text += rf" {{\scriptsize({paper.replace('-', '$-$') if kind == 'gain' else paper})}}"
-    return text
+_TEX = _Markup(escape=lambda text: latex_escape(text).replace("<", "$<$"),
+               signed=lambda text: text.replace("-", "$-$"),
+               best=r"\textbf{{{}}}", second=r"\underline{{{}}}", spread=r"{{\scriptsize$\pm${}}}", dagger="{}",
+               p_value=r" {{\scriptsize({})}}", paper=r" {{\scriptsize({})}}")
 
 
 def to_latex(table: Table | TextTable) -> str:
@@ -206,7 +224,7 @@ def to_latex(table: Table | TextTable) -> str:
         if table.kinds[i] == "gain" or (i > 0 and table.kinds[i - 1] == "teacher" and table.kinds[i] != "teacher"):
             lines.append(r"\midrule")
         lead = [latex_escape(_switch(v)) for v in table.lead[i]] if table.lead else []
-        row = [latex_escape(label)] + lead + [_tex_cell(cell, table.kinds[i]) for cell in table.cells[i]]
+        row = [latex_escape(label)] + lead + [_cell(cell, table.kinds[i], _TEX) for cell in table.cells[i]]
         lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table*}"]
     if table.notes:
@@ -217,25 +235,10 @@ def to_latex(table: Table | TextTable) -> str:
 # ------------------------------------------------------------------------------ HTML
 
 
-def _html_cell(stat: Stat | None, kind: str) -> str:
-    main, spread, paper = _cell_parts(stat, kind)
-    text = html.escape(main)
-    if stat is not None and kind != "gain":
-        if stat.mark == "best":
-            text = f"<b>{text}</b>"
-        elif stat.mark == "second":
-            text = f"<u>{text}</u>"
-    if spread is not None:
-        text += f'<span class="std"> ± {html.escape(spread)}</span>'
-    if kind == "gain" and stat is not None and stat.mean is not None:
-        text += f"<sup>{dagger(stat, kind)}</sup>" if dagger(stat, kind) else ""
-        text += f' <span class="p">({html.escape(p_text(stat))})</span>'
-    if paper is not None:
-        text += f' <span class="paper">({html.escape(paper)})</span>'
-    interval = ci_text(stat, kind)
-    if interval is not None:
-        text += f'<br><span class="ci">{html.escape(interval)}</span>'
-    return text
+_HTML = _Markup(escape=html.escape, signed=html.escape, best="<b>{}</b>", second="<u>{}</u>",
+                spread='<span class="std"> ± {}</span>', dagger="<sup>{}</sup>",
+                p_value=' <span class="p">({})</span>', paper=' <span class="paper">({})</span>',
+                interval='<br><span class="ci">{}</span>')
 
 
 _HTML_STYLE = """
@@ -272,7 +275,7 @@ def to_html_fragment(table: Table | TextTable) -> str:
     for i, label in enumerate(table.rows):
         lead = [_switch(v) for v in table.lead[i]] if table.lead else []
         cells = [f'<td class="label">{html.escape(label)}</td>'] + [f"<td>{html.escape(v)}</td>" for v in lead]
-        cells += [f"<td>{_html_cell(cell, table.kinds[i])}</td>" for cell in table.cells[i]]
+        cells += [f"<td>{_cell(cell, table.kinds[i], _HTML)}</td>" for cell in table.cells[i]]
         lines.append(f'<tr class="{table.kinds[i]}">' + "".join(cells) + "</tr>")
     lines += ["</tbody>", "</table>"]
     return "\n".join(lines) + "\n"

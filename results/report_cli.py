@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from trainables.errors import UserError
+from trainables.metrics import ACCURACY_METRICS
 
 
 def _warn(message: str) -> None:
@@ -84,8 +85,7 @@ def add_commands(commands) -> None:
                         help="which epoch of a run counts: its last (default) or its best test accuracy "
                              "(test-selected, the public KD codebases' convention; the caption says so)")
     report.add_argument("--objective", default=None,
-                        choices=("acc", "acc_tail", "acc_head", "acc_medium",
-                                 "val_acc", "val_acc_tail", "val_acc_head", "val_acc_medium"),
+                        choices=ACCURACY_METRICS,
                         help="the metric the Optuna-history and sensitivity figures rank search trials by (default: "
                              "the metric each search maximised, as its results record it; acc for results "
                              "that do not record it)")

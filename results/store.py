@@ -46,6 +46,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from trainables.errors import UserError
+from trainables.metrics import ACCURACY_METRICS, TEST_METRICS, VALIDATION_METRICS
 from trainables.storage import Location, publish
 
 SCHEMA_VERSION = 2
@@ -60,15 +61,15 @@ STATUSES = ("completed", "early_stopped", "errored")
 ROW_KINDS = ("epoch", "final")
 
 # Hyperparameters flattened into typed columns (the full dict is always in `hparams_json`).
-# `temperature` falls back to DIST's `tau`.
+# A knob stored under another name declares it as an alias (DIST's tau fills `temperature`).
 FLOAT_HPARAMS = ("alpha", "beta", "temperature", "ce_weight", "kd_weight")
 INT_HPARAMS = ("n_groups", "warmup_epochs")
 BOOL_HPARAMS = ("rebalance", "uniform_within")
 STRING_HPARAMS = ("within_norm",)
 # Validation-split metrics (percent; None without a validation split).
-VAL_KEYS = ("val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail")
+VAL_KEYS = VALIDATION_METRICS
 # Per-epoch metric keys the engine produces; any other key lands in `extra_json`.
-EPOCH_KEYS = ("epoch", "epochs", "train_loss", "lr", "acc", "acc_head", "acc_medium", "acc_tail", *VAL_KEYS,
+EPOCH_KEYS = ("epoch", "epochs", "train_loss", "lr", *ACCURACY_METRICS,
               "per_class_acc", "group_prob", "teacher_group_prob", "distill_weight", "epoch_seconds", "train_seconds",
               "device")
 
@@ -125,14 +126,8 @@ SCHEMA = pa.schema([
     pa.field("epochs", pa.int64()),
     pa.field("train_loss", pa.float64()),
     pa.field("lr", pa.float64()),                            # the epoch's learning rate
-    pa.field("acc", pa.float64()),
-    pa.field("acc_head", pa.float64()),
-    pa.field("acc_medium", pa.float64()),
-    pa.field("acc_tail", pa.float64()),
-    pa.field("val_acc", pa.float64()),                       # version 2: the same on the validation split
-    pa.field("val_acc_head", pa.float64()),
-    pa.field("val_acc_medium", pa.float64()),
-    pa.field("val_acc_tail", pa.float64()),
+    *[pa.field(name, pa.float64()) for name in TEST_METRICS],  # acc, acc_head, acc_medium, acc_tail
+    *[pa.field(name, pa.float64()) for name in VALIDATION_METRICS],  # version 2: the same on the validation split
     pa.field("per_class_acc", _LIST_F64),
     pa.field("group_prob", _LIST_F64),
     pa.field("teacher_group_prob", _LIST_F64),
@@ -272,6 +267,17 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _hparam(method: str | None, hparams: dict[str, Any], column: str) -> Any:
+    """The value for a hyperparameter column: the knob of that name, or the one declaring it as an
+    alias (DIST's tau fills `temperature`); a method this installation does not know: by name only."""
+    from trainables.methods import METHODS
+
+    if column in hparams or method not in METHODS:
+        return hparams.get(column)
+    knob = METHODS[method].knob_for(column)
+    return hparams.get(knob.name) if knob is not None else None
+
+
 def _config_columns(record: TrialRecord) -> dict[str, Any]:
     config = dict(record.config or {})
     hparams = dict(config.get("hparams") or {})
@@ -297,10 +303,7 @@ def _config_columns(record: TrialRecord) -> dict[str, Any]:
         "config_json": _json(config),
     }
     for name in FLOAT_HPARAMS:
-        value = hparams.get(name)
-        if name == "temperature" and value is None:
-            value = hparams.get("tau")
-        columns[name] = _num(value, float)
+        columns[name] = _num(_hparam(config.get("method"), hparams, name), float)
     for name in INT_HPARAMS:
         columns[name] = _num(hparams.get(name), int)
     for name in BOOL_HPARAMS:
@@ -326,11 +329,7 @@ def _metric_columns(metrics: dict[str, Any] | None) -> dict[str, Any]:
         "epochs": _num(m.get("epochs"), int),
         "train_loss": _num(m.get("train_loss"), float),
         "lr": _num(m.get("lr"), float),
-        "acc": _num(m.get("acc"), float),
-        "acc_head": _num(m.get("acc_head"), float),
-        "acc_medium": _num(m.get("acc_medium"), float),
-        "acc_tail": _num(m.get("acc_tail"), float),
-        **{name: _num(m.get(name), float) for name in VAL_KEYS},
+        **{name: _num(m.get(name), float) for name in ACCURACY_METRICS},
         "per_class_acc": _float_list(m.get("per_class_acc")),
         "group_prob": _float_list(m.get("group_prob")),
         "teacher_group_prob": _float_list(m.get("teacher_group_prob")),

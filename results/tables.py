@@ -24,7 +24,7 @@ import functools
 import json
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -32,19 +32,21 @@ from typing import Any
 import pandas as pd
 
 from results.statistics import ALPHA, CONFIDENCE, paired_test, summary
+from trainables.data.sources import DATASETS
+from trainables.methods import METHODS, table_order
+from trainables.metrics import ACCURACY_METRICS
 
 SELECT_MODES = ("last-epoch", "best-epoch")
 TABLE_STAGES = ("final", "single", "teacher")
 TEACHER_ROW = "teacher"
 STUDENT_METHOD = "ce"
 PROPOSED = "ltkd"
-# The paper's row order; any other registered method follows, alphabetically.
-METHOD_ORDER = ("teacher", "ce", "kd", "dkd", "dist", "reviewkd", "catkd", "bkd", "ltkd")
-_FALLBACK_LABELS = {"teacher": "Teacher", "ce": "Student", "kd": "KD", "dkd": "DKD", "dist": "DIST",
-                    "reviewkd": "ReviewKD", "catkd": "CAT-KD", "bkd": "BKD", "ltkd": "LTKD"}
-DATASET_ORDER = ("cifar100", "tinyimagenet", "imagenet", "digits")
-DATASET_LABELS = {"cifar100": "CIFAR-100-LT", "tinyimagenet": "TinyImageNet-LT", "imagenet": "ImageNet-LT",
-                  "digits": "Digits-LT"}
+# Rows and blocks follow the registries: the teacher, then the methods in the paper's row order
+# (MethodSpec.table_row), and datasets in the order they are registered (CIFAR-100, TinyImageNet,
+# ImageNet, digits); a name this installation does not register (results from elsewhere) follows,
+# alphabetically.
+METHOD_ORDER = (TEACHER_ROW, *table_order())
+DATASET_ORDER = tuple(DATASETS.names())
 PAIR_ORDER = (("resnet32x4", "resnet8x4"), ("vgg13", "vgg8"), ("wrn_40_2", "shufflenetv1"),
               ("resnet50_cifar", "mobilenetv2"), ("resnet32x4", "shufflenetv1"), ("vgg13", "mobilenetv2"),
               ("wrn_40_2", "wrn_40_1"), ("resnet34", "resnet18"), ("resnet50", "mobilenetv1"))
@@ -58,19 +60,11 @@ NOT_SIGNIFICANT = "†"
 # ------------------------------------------------------------------------------ labels
 
 
-@functools.lru_cache(maxsize=None)
 def method_label(name: str) -> str:
-    """The paper's label of a method (registry's `label`; 'Teacher' for the teacher row)."""
+    """The paper's label of a method (its registry entry's `label`; 'Teacher' for the teacher row)."""
     if name == TEACHER_ROW:
         return "Teacher"
-    try:
-        from trainables.distillers import get_method
-
-        return get_method(name).label
-    except Exception:  # a method this installation does not register (results from elsewhere)
-        return _FALLBACK_LABELS.get(name, name.upper())
-
-
+    return METHODS[name].label if name in METHODS else name.upper()
 
 
 def method_sort_key(name: str) -> tuple[int, str]:
@@ -78,7 +72,7 @@ def method_sort_key(name: str) -> tuple[int, str]:
 
 
 def dataset_label(name: str) -> str:
-    return DATASET_LABELS.get(name, name)
+    return DATASETS[name].label if name in DATASETS else name
 
 
 def format_factor(value: float) -> str:
@@ -197,9 +191,8 @@ _OUTCOME_COLUMNS = ("sweep", "trial_id", "stage", "cell", "study", "optuna_trial
                     "imbalance_factor", "data_seed", "role", "arch", "teacher_arch", "method", "seed", "alpha",
                     "beta", "temperature", "n_groups", "rebalance", "uniform_within", "within_norm", "hparams_json",
                     "selection", "objective_metric", "search_trials", "teacher_seed", "validation_per_class",
-                    "epoch", "acc", "acc_head", "acc_medium", "acc_tail", "val_acc", "val_acc_head",
-                    "val_acc_medium", "val_acc_tail", "per_class_acc", "group_prob",
-                    "teacher_group_prob", "class_counts", "written_at")
+                    "epoch", *ACCURACY_METRICS, "per_class_acc", "group_prob", "teacher_group_prob",
+                    "class_counts", "written_at")
 
 
 def trial_outcomes(df: pd.DataFrame, select: str = "last-epoch") -> pd.DataFrame:
@@ -627,6 +620,42 @@ def _used(per_block: dict) -> pd.DataFrame:
     return used.drop_duplicates(["sweep", "trial_id"]) if {"sweep", "trial_id"} <= set(used.columns) else used
 
 
+def _columns_and_cells(per_block: dict, blocks: list[tuple], keys: list, paper_data: tuple[str, str] | None,
+                       paper_key=lambda key: key, metrics: tuple[tuple[str, str], ...] = METRICS):
+    """A table's columns, the paper's numbers for them (`paper_data`: the packaged CSV and its row-key
+    column, None when not asked for) and its cells."""
+    columns = _columns_for(blocks, metrics)
+    lookup = _paper_lookup(paper_frame(paper_data[0]), paper_data[1]) if paper_data else {}
+    return columns, lookup, _cell_stats(per_block, columns, keys, lookup, paper_key)
+
+
+def _mixed_notes(per_block: dict, label_of: Callable[[Any], str | None], ignore: str | None = None) -> list[str]:
+    """A note for every cell that pools several hyperparameter settings (`label_of` names the row, None:
+    no note for it; `ignore`: a hyperparameter the rows differ in by design)."""
+    notes = []
+    for block, rows in per_block.items():
+        for key, trials_here in rows.items():
+            label = label_of(key)
+            if label is None:
+                continue
+            if ignore is not None:
+                trials_here = trials_here.assign(
+                    hparams_json=[_without(h, ignore) for h in trials_here["hparams_json"]])
+            note = _mixed_note(label, block, trials_here)
+            if note:
+                notes.append(note)
+    return notes
+
+
+def _captioned(table: Table, caption: str, paper_source: str) -> Table:
+    """The table with its caption (white space folded), saying where the paper's numbers come from
+    when it shows them."""
+    if table.paper:
+        caption += f" In parentheses: the paper's published number {paper_source}."
+    table.caption = " ".join(caption.split())
+    return table
+
+
 def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False) -> Table | None:
     """The paper's Tables 1-3: methods as rows, (dataset, pair) x imbalance factor x (Tail, All)
     as columns, and LTKD's gain over the best other student method with a paired t-test."""
@@ -636,15 +665,8 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
     blocks = table_cells(trials)
     per_block = {b: main_rows(block_members(trials, b)) for b in blocks}
     keys = sorted({k for rows in per_block.values() for k in rows}, key=method_sort_key)
-    columns = _columns_for(blocks)
-    lookup = _paper_lookup(paper_frame("main_results"), "method") if paper else {}
-    cells = _cell_stats(per_block, columns, keys, lookup)
-    for block, rows in per_block.items():
-        for key, trials_here in rows.items():
-            if key != TEACHER_ROW:
-                note = _mixed_note(method_label(key), block, trials_here)
-                if note:
-                    notes.append(note)
+    columns, lookup, cells = _columns_and_cells(per_block, blocks, keys, ("main_results", "method") if paper else None)
+    notes += _mixed_notes(per_block, lambda key: None if key == TEACHER_ROW else method_label(key))
     kinds = ["teacher" if k == TEACHER_ROW else "method" for k in keys]
     labels = [method_label(k) for k in keys]
     table = Table("main_table", "Main results", "", columns, labels, kinds, cells, notes=notes,
@@ -670,10 +692,7 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
                f"class. {_select_caption(select)} {protocol_caption(used, df)} "
                f"{_spread_caption(cells)}{gain_text} LTKD row: rebalanced and reweighted, "
                f"{'/'.join(str(g) for g in groups)} groups. {_chosen_caption()}")
-    if paper:
-        caption += " In parentheses: the paper's published number (arXiv 2506.18496, Tables 1-3), where it has one."
-    table.caption = " ".join(caption.split())
-    return table
+    return _captioned(table, caption, "(arXiv 2506.18496, Tables 1-3), where it has one")
 
 
 def _has_teacher_seeds(trials: pd.DataFrame) -> bool:
@@ -756,14 +775,9 @@ def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = F
     if not blocks:
         return None
     keys = [k for k in ["kd"] + VARIANT_ORDER if any(k in rows for rows in per_block.values())]
-    columns = _columns_for(blocks)
-    lookup = _paper_lookup(paper_frame("ablations"), "variant") if paper else {}
-    cells = _cell_stats(per_block, columns, keys, lookup, lambda key: "baseline_kd" if key == "kd" else key)
-    for block, rows in per_block.items():
-        for key, trials_here in rows.items():
-            note = _mixed_note(method_label("kd") if key == "kd" else VARIANT_LABELS[key], block, trials_here)
-            if note:
-                notes.append(note)
+    columns, _, cells = _columns_and_cells(per_block, blocks, keys, ("ablations", "variant") if paper else None,
+                                           lambda key: "baseline_kd" if key == "kd" else key)
+    notes += _mixed_notes(per_block, lambda key: method_label("kd") if key == "kd" else VARIANT_LABELS[key])
     labels = [f"{method_label('kd')} (baseline)" if k == "kd" else VARIANT_LABELS[k] for k in keys]
     lead = []
     for key in keys:
@@ -781,10 +795,7 @@ def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = F
                f"probabilities), each term on or off (alpha = 0: within only; beta = 0: cross only). "
                f"Top-1 accuracy (%). {_select_caption(select)} {protocol_caption(_used(per_block), df)} "
                f"{_spread_caption(cells)} {_chosen_caption()}")
-    if paper:
-        caption += " In parentheses: the paper's published number (Tables 4-5, CIFAR-100-LT γ=20)."
-    table.caption = " ".join(caption.split())
-    return table
+    return _captioned(table, caption, "(Tables 4-5, CIFAR-100-LT γ=20)")
 
 
 WITHIN_NORMS = {"sum": "the within-group term sums the groups with weight 1 each, the paper's, so it grows with "
@@ -837,16 +848,10 @@ def group_count_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool 
         else:
             per_block[block] = {(int(n), None): group for n, group in full.groupby("groups")}
     keys = sorted({k for rows in per_block.values() for k in rows}, key=lambda k: (k[0], k[1] or ""))
-    columns = _columns_for(blocks, (("acc", "All"),))
-    lookup = _paper_lookup(paper_frame("group_count"), "n_groups") if paper else {}
-    cells = _cell_stats(per_block, columns, keys, lookup, lambda key: key[0])
-    for block, rows in per_block.items():
-        for (n, norm), trials_here in rows.items():
-            label = f"LTKD with {n} groups" + (f" (within_norm {norm or 'not recorded'})" if split else "")
-            note = _mixed_note(label, block, trials_here.assign(
-                hparams_json=[_without(h, "n_groups") for h in trials_here["hparams_json"]]))
-            if note:
-                notes.append(note)
+    columns, _, cells = _columns_and_cells(per_block, blocks, keys, ("group_count", "n_groups") if paper else None,
+                                           lambda key: key[0], (("acc", "All"),))
+    notes += _mixed_notes(per_block, lambda key: f"LTKD with {key[0]} groups"
+                          + (f" (within_norm {key[1] or 'not recorded'})" if split else ""), ignore="n_groups")
     labels = [f"{n} groups" + (f" ({norm or 'norm not recorded'})" if split else "") for n, norm in keys]
     row_keys = [f"{n}/{norm or 'unrecorded'}" if split else str(n) for n, norm in keys]
     table = Table("group_count_table", "LTKD by number of class groups", "", columns, labels,
@@ -857,10 +862,7 @@ def group_count_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool 
                f"classes is continuous reweighting). {_within_norm_sentence(norms)} Overall top-1 accuracy (%). "
                f"{_select_caption(select)} {protocol_caption(_used(per_block), df)} "
                f"{_spread_caption(cells, 'best group count')} {_chosen_caption()}")
-    if paper:
-        caption += " In parentheses: the paper's published number (Table 6, CIFAR-100-LT γ=100)."
-    table.caption = " ".join(caption.split())
-    return table
+    return _captioned(table, caption, "(Table 6, CIFAR-100-LT γ=100)")
 
 
 def _without(hparams_json: str, name: str) -> str:

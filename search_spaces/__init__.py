@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.registry import Registry
+
 # The paper's group counts (Table 6); n = C is continuous reweighting.
 PAPER_GROUP_COUNTS = (3, 4, 5, 10, 20, 25, 50, 100)
 
@@ -52,7 +54,7 @@ class SearchSpace:
 
     def resolved(self, overrides: dict[str, Any], num_classes: int, imbalance_factor: float) -> dict[str, Param | Any]:
         """name -> Param to sample, or a fixed value, after the config's overrides."""
-        from trainables.distillers import get_method
+        from trainables.methods import get_method
 
         knobs = get_method(self.method).knobs
         out: dict[str, Param | Any] = {p.name: p.for_setting(num_classes, imbalance_factor) for p in self.params}
@@ -84,7 +86,7 @@ class SearchSpace:
 
     def check_overrides(self, overrides: dict[str, Any], num_classes: int, imbalance_factor: float) -> None:
         """Raise ValueError naming the problem if the overrides (or the capped defaults) cannot be sampled."""
-        from trainables.distillers import get_method
+        from trainables.methods import get_method
 
         knobs = get_method(self.method).knobs
         for name, param in self.resolved(overrides, num_classes, imbalance_factor).items():
@@ -126,19 +128,16 @@ def paper_group_counts(num_classes: int) -> tuple[int, ...]:
     return capped
 
 
-SPACES: dict[str, SearchSpace] = {}
+# The default space of every searchable method, by method name (a method without one is not searched).
+SPACES: Registry[SearchSpace] = Registry("search space", unknown="method '{name}' has no search space (searchable: {known})")
 
 
 def register_space(space: SearchSpace) -> SearchSpace:
-    SPACES[space.method] = space
-    return space
+    return SPACES.add(space, space.method)
 
 
 def get_space(method: str) -> SearchSpace:
-    try:
-        return SPACES[method]
-    except KeyError:
-        raise ValueError(f"method '{method}' has no search space (searchable: {', '.join(sorted(SPACES))})") from None
+    return SPACES.get(method)
 
 
 # n_groups is fixed at 3 (the paper's tables): searching it would mix the grouping with the loss

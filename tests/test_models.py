@@ -198,3 +198,51 @@ def test_initialisation() -> None:
     conv = model.conv1
     fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
     assert conv.weight.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.25)
+
+
+def test_unknown_architecture_is_the_registry_error() -> None:
+    from trainables.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match=r"unknown architecture 'nope' \(known: resnet8x4, resnet32x4, "):
+        create_model("nope", 10)
+    assert "nope" not in MODELS and "vgg8" in MODELS
+
+
+def test_every_architecture_registers_in_its_own_module() -> None:
+    for name, spec in MODELS.items():
+        assert spec.constructor.__module__.startswith("trainables.models."), name
+        assert spec.constructor.__name__ == name, name
+
+
+class _HookNet(Classifier):
+    """A model written only from the hooks: forward_features comes from Classifier."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.layer1 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.set_head(6, num_classes)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(x))
+
+    def stage_layers(self, x: torch.Tensor) -> list:
+        return [self.layer1]
+
+    def pre_pool(self, features: torch.Tensor) -> torch.Tensor:
+        return F.relu(features)
+
+
+def test_hooks_make_forward_features_and_a_test_may_patch_the_registry() -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MODELS, "hook_test_net", ModelSpec("hook_test_net", _HookNet, "cifar", 0.05))
+        model = create_model("hook_test_net", 3)
+        x = torch.randn(2, 3, 8, 8)
+        out = model.forward_features(x)
+        stem = F.relu(model.conv(x))
+        last = F.relu(model.layer1(stem))
+        assert [s.shape for s in out.stages] == [stem.shape, last.shape]
+        assert torch.equal(out.stages[0], stem) and torch.equal(out.stages[1], last)
+        assert torch.equal(out.pooled, last.mean((2, 3)))
+        assert torch.equal(model(x), out.logits)
+    assert "hook_test_net" not in MODELS

@@ -15,7 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from orchestrator.cli import main as ltkd_main
-from orchestrator.plan import SWEEP_FILE, cells, final_runs, search_run, sweep_dir, teacher_run, teacher_runs
+from orchestrator.layout import SWEEP_FILE
+from orchestrator.plan import cells, final_runs, search_run, sweep_dir, teacher_run, teacher_runs
 from orchestrator.studies import HPARAMS_ATTR, CellSearch, MissingObjectiveError, trial_value
 from orchestrator.sweep_config import ConfigError, SearchEntry, parse_config
 from tests.sweep_helpers import LTKD
@@ -396,7 +397,7 @@ def test_config_errors_are_config_errors(tmp_path):
 
 def test_ltkd_defaults_on_digits_are_the_studys_and_elsewhere_dkds():
     from trainables.config import RunConfig
-    from trainables.distillers.ltkd import DIGITS_STUDY
+    from trainables.methods.ltkd import DIGITS_STUDY
 
     def resolved(dataset: str) -> dict:
         return RunConfig(dataset=dataset, role="student", method="ltkd", arch="resnet8", teacher="/t",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import dataclasses
 import json
 import multiprocessing
 import shutil
@@ -645,7 +646,11 @@ def test_version_2_columns_round_trip(tmp_path, records):
 
 
 def test_tune_reports_validation_metrics_and_records_the_protocol(tmp_path):
-    from trainables.tune_trainable import REPORTED, reported_metrics, trial_record
+    from orchestrator.records import trial_record
+    from trainables.config import RunConfig
+    from trainables.metrics import REPORTED
+    from trainables.trial import TrialSpec
+    from trainables.tune_trainable import reported_metrics
 
     assert {"val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail", "acc"} <= set(REPORTED)
     epoch = {"epoch": 3, "epochs": 4, "acc": 50.0, "acc_head": 60.0, "acc_medium": 50.0, "acc_tail": 40.0,
@@ -657,11 +662,12 @@ def test_tune_reports_validation_metrics_and_records_the_protocol(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text(json.dumps({**epoch, "device": "cpu"}) + "\n")
-    older = {"sweep": "s", "trial_id": "final/c/seed0", "stage": "final", "cell": "c", "run_dir": str(run),
-             "resolved_run": {"dataset": "digits", "method": "kd", "seed": 0, "hparams": {}}}
+    older = TrialSpec(sweep="s", trial_id="final/c/seed0", stage="final", cell="c", sweep_dir=str(tmp_path),
+                      run_dir=str(run), run=RunConfig(dataset="digits", method="kd", seed=0))
     record = trial_record(older, "completed", time.time(), run_folder=run)
     assert (record.selection, record.teacher_seed, record.search_trials, record.objective_metric) == (None,) * 4
-    newer = {**older, "selection": "val", "teacher_seed": 0, "search_trials": 6, "objective_metric": "val_acc"}
+    newer = dataclasses.replace(older, selection="val", teacher_seed=0, search_trials=6, objective_metric="val_acc")
+    assert TrialSpec.from_dict(newer.to_dict()) == newer  # what crosses the Ray boundary comes back the same
     record = trial_record(newer, "completed", time.time(), run_folder=run)
     assert (record.selection, record.teacher_seed, record.search_trials, record.objective_metric) == \
         ("val", 0, 6, "val_acc")

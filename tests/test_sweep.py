@@ -573,3 +573,15 @@ def test_sweep_on_an_object_store_resumes_elsewhere_after_sigkill_and_shares_tea
     assert not (tmp_path / "sweeps").exists()  # nothing landed in a local folder by mistake
     report = run_ltkd("report", sweep.uri)
     assert report.returncode == 0 and "| LTKD |" in report.stdout, report.stderr
+
+
+def test_status_and_report_of_a_finished_sweep_load_neither_torch_nor_ray(finished_sweep, tmp_path):
+    from tests.test_layering import loaded_by
+
+    root, _ = finished_sweep
+    sweep = root / "store" / "tiny"
+    assert (sweep / "plan.json").is_file()  # the driver's plan: what status reads instead of planning again
+    for args in (["status", sweep], ["report", sweep], ["report", sweep, "--out", tmp_path / "report", "--figures"]):
+        outcome = loaded_by(*args)
+        assert outcome == {"rc": 0, "heavy": []}, f"ltkd {' '.join(map(str, args))}: {outcome}"
+    assert (tmp_path / "report" / "main_table.md").is_file()

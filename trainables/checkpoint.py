@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from trainables.errors import UserError
+from trainables.run_files import CHECKPOINT_NAME
 
-CHECKPOINT_NAME = "checkpoint.pt"
 # 2: only tensors and plain containers (version 1 held numpy arrays and a Counter, which
 # weights_only loading refuses).
 FORMAT_VERSION = 2

@@ -134,7 +134,7 @@ class RunConfig:
     def resolved(self) -> "RunConfig":
         """A validated copy with every recipe default filled in and the method's hyperparameters completed."""
         from trainables.data.sources import get_dataset
-        from trainables.distillers import get_method
+        from trainables.methods import get_method
         from trainables.models import MODELS
 
         dataset = get_dataset(self.dataset)

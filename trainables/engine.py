@@ -1,18 +1,23 @@
 """The training engine: `fit(config, run_dir)` trains one teacher or student. It knows nothing about Ray.
 
-One plain loop: per epoch, shuffled augmented batches -> forward (and the teacher's, for
-distillation) -> weighted cross-entropy + warmed-up distillation term -> SGD step; then
-evaluation on the balanced validation split (val_acc, val_acc_head/medium/tail: what searches
-select on) and on the balanced test set (acc, acc_head/medium/tail), an atomic checkpoint, and
-the epoch's metrics handed to a callback (the Ray trainable reports them to Tune; the command line
-prints them).
+`fit` reads like torchvision's classification reference: `build_run` (check the config, resume
+the run folder's checkpoint, load the data, build the model, distiller, optimiser and teacher),
+then per epoch `train_one_epoch` (shuffled augmented batches -> forward, and the teacher's for
+distillation -> weighted cross-entropy + warmed-up distillation term -> SGD step), evaluation on
+the balanced validation split (`validation_metrics`: val_acc, val_acc_head/medium/tail, what
+searches select on) and on the balanced test set (`evaluate`, `summarize`: acc,
+acc_head/medium/tail), `epoch_metrics`, `save_epoch` (an atomic checkpoint, then the metrics
+line), and the epoch's metrics handed to a callback (the Ray trainable reports them to Tune; the
+command line prints them).
 
-Students of logit methods on in-memory CIFAR-style data read their teacher's logits from the
-teacher-logit cache (trainables/teacher_cache.py: every one of the 162 views of every training
-image, 25 for the unflipped digits, computed once per teacher and kept next to its checkpoint)
-instead of running the teacher; see `fit`'s `teacher_cache`. The cache changes neither the
-batches nor the views a run sees (the data generator is consumed identically), so a cached run
-equals a live-teacher run to float tolerance, and exact resume holds for both.
+A student's teacher is one object (`Teacher.outputs(inputs, index, views)`): a `LiveTeacher` runs
+the frozen model on every batch; a `CachedTeacher` reads its logits from the teacher-logit cache
+(trainables/teacher_cache.py: every one of the 162 views of every training image, 25 for the
+unflipped digits, computed once per teacher and kept next to its checkpoint), which students of
+logit methods on in-memory CIFAR-style data may use; see `fit`'s `teacher_cache`. The cache
+changes neither the batches nor the views a run sees (the data generator is consumed
+identically), so a cached run equals a live-teacher run to float tolerance, and exact resume
+holds for both.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +35,30 @@ import torch
 import torch.nn.functional as F
 
 from trainables import teacher_cache as tcache
-from trainables.checkpoint import (CHECKPOINT_NAME, FORMAT_VERSION, CheckpointError, checkpoint_path, load_checkpoint,
-                                   save_atomic)
+from trainables.checkpoint import FORMAT_VERSION, CheckpointError, checkpoint_path, load_checkpoint, save_atomic
 from trainables.config import TEACHER_CACHE_MODES, RunConfig
 from trainables.data.groups import class_groups, group_names
 from trainables.data.pipeline import FileBatches, Normalization, TensorBatches
 from trainables.data.sources import LongTailedData, load_long_tailed
-from trainables.distillers import DistillContext, get_method, warmup_factor
+from trainables.distillers import DistillContext, MethodSpec, get_method, warmup_factor
 from trainables.errors import UserError
-from trainables.storage import Location
+from trainables.metrics import GROUPS, VALIDATION_METRICS
 from trainables.models import ModelOutput, create_model
+from trainables.run_files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, metrics_lines, parse_metrics, read_metrics
+from trainables.storage import Location
+
+# The run-folder names, `read_metrics`/`parse_metrics` and VALIDATION_METRICS live in the torch-free
+# trainables/run_files.py and trainables/metrics.py; they stay importable from here for older callers.
+__all__ = [
+    "CONFIG_NAME", "DEFAULT_CHANNELS_LAST", "FINITE_CHECK_EVERY", "METRICS_NAME", "VALIDATION_METRICS",
+    "CachedTeacher", "EpochCallback", "EpochTraining", "LiveTeacher", "NonFiniteLossError", "Run", "RunResult",
+    "Teacher", "TeacherOptions", "autocast_dtype", "build_run", "cap_cuda_memory", "distillation_loss",
+    "epoch_metrics", "evaluate", "fit", "optimizer_step", "parse_metrics", "read_metrics", "read_teacher",
+    "save_epoch", "select_device", "summarize", "teacher_cache_key", "teacher_model", "train_one_epoch",
+    "validation_metrics",
+]
 
 EpochCallback = Callable[[dict[str, Any], Path], None]
-METRICS_NAME = "metrics.jsonl"
-CONFIG_NAME = "run.json"
 
 
 class NonFiniteLossError(UserError):
@@ -95,15 +110,12 @@ def cap_cuda_memory(fraction: float | None, device: torch.device | str | int | N
     return True
 
 
-def default_channels_last() -> bool:
-    """The memory layout when the config leaves it open: channels-last, on CUDA and on CPU alike.
-
-    On CPU (oneDNN) it was measured 1.17-1.40x faster than NCHW for a training step of every
-    CIFAR student (resnet8/20/8x4, vgg8, wrn_40_1, ShuffleNetV1, MobileNetV2) and for the forward
-    pass of every CIFAR teacher, at batch 64 on 2 cores, alternating the layouts; on CUDA it lets
-    the convolutions use tensor cores without layout transposes.
-    """
-    return True
+# The memory layout when the config leaves it open: channels-last, on CUDA and on CPU alike.
+# On CPU (oneDNN) it was measured 1.17-1.40x faster than NCHW for a training step of every
+# CIFAR student (resnet8/20/8x4, vgg8, wrn_40_1, ShuffleNetV1, MobileNetV2) and for the forward
+# pass of every CIFAR teacher, at batch 64 on 2 cores, alternating the layouts; on CUDA it lets
+# the convolutions use tensor cores without layout transposes.
+DEFAULT_CHANNELS_LAST = True
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -154,9 +166,6 @@ def summarize(per_class: np.ndarray, eval_groups: torch.Tensor) -> dict[str, flo
     for g, name in enumerate(group_names(int(groups.max()) + 1)):
         out[f"acc_{name}"] = float(per_class[groups == g].mean() * 100)
     return out
-
-
-VALIDATION_METRICS = ("val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail")
 
 
 def validation_metrics(model: torch.nn.Module, batches, num_classes: int, eval_groups: torch.Tensor,
@@ -231,6 +240,44 @@ def teacher_model(payload: dict, num_classes: int, device: torch.device, channel
     return teacher
 
 
+class Teacher:
+    """Where a student's teacher outputs come from, one batch at a time: a `LiveTeacher` or a `CachedTeacher`."""
+
+    with_views = False  # whether `outputs` needs the batch's view ids (train_batches.epoch(..., with_views=True))
+    group_prob: np.ndarray | None = None  # mean group probabilities of its test-set predictions
+
+    def outputs(self, inputs: torch.Tensor, index: torch.Tensor, views: torch.Tensor | None) -> ModelOutput:
+        """The teacher's outputs for a batch: `inputs`, the images `index` of the training set seen through `views`."""
+        raise NotImplementedError
+
+
+class LiveTeacher(Teacher):
+    """The frozen teacher model, run on every batch (with its features when the distiller reads them)."""
+
+    def __init__(self, model: torch.nn.Module, features: bool = False, group_prob: np.ndarray | None = None):
+        self.model, self.features, self.group_prob = model, features, group_prob
+
+    def outputs(self, inputs: torch.Tensor, index: torch.Tensor, views: torch.Tensor | None) -> ModelOutput:
+        with torch.no_grad():
+            if self.features:
+                return self.model.forward_features(inputs)
+            logits = self.model(inputs)
+            return ModelOutput(logits, [], logits)
+
+
+class CachedTeacher(Teacher):
+    """The teacher's logits read from its logit cache by image index and view: no forward pass."""
+
+    with_views = True
+
+    def __init__(self, logits: tcache.TeacherLogits):
+        self.logits = logits
+        # measured when the cache was built (the teacher is never loaded by a cached run)
+        self.group_prob = np.asarray(logits.extras["teacher_group_prob"], dtype=np.float64)
+
+    def outputs(self, inputs: torch.Tensor, index: torch.Tensor, views: torch.Tensor | None) -> ModelOutput:
+        logits = self.logits.lookup(index, views)
+        return ModelOutput(logits, [], logits)
 
 
 # ----------------------------------------------------------------------------------- teacher-logit cache
@@ -268,15 +315,32 @@ def _device_budget(device: torch.device, fraction: float | None) -> int | None:
     return max(0, int(allowed // 4))
 
 
-def _open_teacher_cache(mode: str, dtype: str, root: str | Path, config: RunConfig, payload: dict,
-                        data: LongTailedData, batches: TensorBatches, test_batches: TensorBatches,
-                        normalization: Normalization, eval_groups: torch.Tensor, device: torch.device,
-                        channels_last: bool, remaining_epochs: int, memory_fraction: float | None,
-                        log: Callable[[str], None]) -> tcache.TeacherLogits | None:
+@dataclass(frozen=True)
+class TeacherOptions:
+    """Where a student gets its teacher's outputs from: `fit`'s teacher_* arguments, checked (see `fit`)."""
+
+    cache: str = "auto"  # "auto", "on" or "off"
+    cache_dtype: str = "float32"
+    cache_dir: str | Path | None = None  # root of the caches; None = logit_cache/ beside the teacher's checkpoint
+    path: str | Path | None = None  # the teacher's run folder on this machine; None = config.teacher
+
+    def __post_init__(self):
+        if self.cache not in TEACHER_CACHE_MODES:
+            raise UserError(f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got {self.cache!r}")
+        if self.cache_dtype not in tcache.DTYPES:
+            raise UserError(f"teacher_cache_dtype must be one of {', '.join(tcache.DTYPES)}, "
+                            f"got {self.cache_dtype!r}")
+
+
+def _open_teacher_cache(run: Run, payload: dict, options: TeacherOptions) -> tcache.TeacherLogits | None:
     """The opened cache, building it when asked ("on") or when worth it ("auto"); None = run the teacher."""
-    key = teacher_cache_key(payload, data, batches, normalization, eval_groups, dtype)
+    mode, dtype, batches, log = options.cache, options.cache_dtype, run.train_batches, run.log
+    root = options.cache_dir if options.cache_dir is not None else \
+        checkpoint_path(options.path or run.config.teacher).parent / tcache.CACHE_DIR_NAME
+    key = teacher_cache_key(payload, run.data, batches, run.normalization, run.eval_groups, dtype)
     folder = tcache.cache_folder(root, key)
     n_views = batches.n_views
+    remaining_epochs = run.config.epochs - run.start_epoch
     # "auto" builds when the run itself pays for it (a build costs n_views teacher epochs, the run
     # saves one per epoch), or when someone already decided to cache this teacher.
     build = mode == "on" or remaining_epochs >= n_views or folder.exists()
@@ -284,13 +348,14 @@ def _open_teacher_cache(mode: str, dtype: str, root: str | Path, config: RunConf
         log(f"teacher: live forward pass (a cache of its {n_views} views per image costs {n_views} teacher epochs "
             f"and this run has {remaining_epochs}; teacher_cache='on' builds it anyway)")
         return None
-    shape = (batches.n_images, n_views, data.num_classes)
+    num_classes, device = run.num_classes, run.device
+    shape = (batches.n_images, n_views, num_classes)
 
     def builder(sink):
-        teacher = teacher_model(payload, data.num_classes, device, channels_last)
+        teacher = teacher_model(payload, num_classes, device, run.channels_last)
         for block in tcache.teacher_view_logits(teacher, batches, batch_size=tcache.build_batch_size(device)):
             sink(block)
-        _, group_prob = evaluate(teacher, test_batches, data.num_classes, eval_groups, None)
+        _, group_prob = evaluate(teacher, run.test_batches, num_classes, run.eval_groups, None)
         del teacher
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -305,24 +370,195 @@ def _open_teacher_cache(mode: str, dtype: str, root: str | Path, config: RunConf
         log(f"teacher: live forward pass (cannot create the cache folder {folder}: {exc.strerror})")
         return None
     cache = tcache.open_or_build(folder, key, shape, builder, dtype=dtype, log=log)
-    copied = cache.to_device(device, _device_budget(device, memory_fraction))
+    copied = cache.to_device(device, _device_budget(device, run.memory_fraction))
     log(f"teacher logits: from the cache {folder} (build {cache.build_id}, {cache.nbytes / 2**20:.0f} MiB {dtype}, "
         f"looked up {'on ' + str(device) if copied else 'from host memory'})")
     return cache
 
 
-# ----------------------------------------------------------------------------------- the loop
+def _open_teacher(run: Run, payload: dict, model: torch.nn.Module | None, cacheable: bool,
+                  options: TeacherOptions) -> Teacher:
+    """The run's teacher, once the run folder is written: its cache when usable, else the live model.
+
+    model: the live teacher already loaded (it was needed to build the distiller), else None.
+    """
+    if cacheable:
+        cache = _open_teacher_cache(run, payload, options)
+        if cache is not None:
+            return CachedTeacher(cache)
+        model = teacher_model(payload, run.num_classes, run.device, run.channels_last)
+    elif run.method.kind == "logit" and options.cache == "on":
+        run.log("teacher: live forward pass (the cache needs in-memory data with the CIFAR augmentation)")
+    _, group_prob = evaluate(model, run.test_batches, run.num_classes, run.eval_groups, run.amp_dtype)
+    return LiveTeacher(model, run.needs_features, group_prob)
 
 
-def _progress(step: int, steps: int, epoch: int, epochs: int, loss: float, started: float) -> None:
-    width = 24
-    done = int(width * step / steps)
-    rate = step / max(time.perf_counter() - started, 1e-9)
-    sys.stderr.write(f"\repoch {epoch}/{epochs} [{'#' * done}{'.' * (width - done)}] {step}/{steps} "
-                     f"loss {loss:.4f} {rate:.1f} it/s")
-    sys.stderr.flush()
-    if step == steps:
-        sys.stderr.write("\r" + " " * 90 + "\r")
+# ----------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """Everything one run trains with, as `build_run` made it; `fit`'s epochs update it in place."""
+
+    config: RunConfig  # resolved
+    run_dir: Path
+    log: Callable[[str], None]
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    memory_fraction: float | None  # the CUDA memory share this process was capped at (`cap_cuda_memory`)
+    data: LongTailedData
+    eval_groups: torch.Tensor  # group id of every class (3 groups of the training counts)
+    generator: torch.Generator  # the data order and augmentation, saved with every checkpoint
+    model: torch.nn.Module
+    normalization: Normalization | None  # in-memory data only
+    train_batches: TensorBatches | FileBatches
+    test_batches: TensorBatches | FileBatches
+    val_batches: TensorBatches | FileBatches | None  # None without a validation split
+    method: MethodSpec  # the method's registry entry
+    distiller: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler
+    history: list[dict[str, Any]] = field(default_factory=list)  # every finished epoch's metrics
+    start_epoch: int = 0  # epochs done before this process (0 = a fresh run)
+    teacher: Teacher | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def needs_features(self) -> bool:
+        return bool(self.distiller is not None and self.distiller.needs_features)
+
+    @property
+    def finished(self) -> bool:  # only a resumed run can be (a config has epochs >= 1)
+        return self.start_epoch >= self.config.epochs
+
+
+def build_run(config: RunConfig, run_dir: str | Path, log: Callable[[str], None], teacher: TeacherOptions,
+              cuda_memory_fraction: float | None = None) -> Run:
+    """Check and resolve `config`, resume `run_dir`'s checkpoint when it holds the same run, and build the run.
+
+    A finished run comes back as found (`Run.finished`; its run.json and metrics.jsonl
+    rewritten): nothing else is loaded. Otherwise the run folder is written (run.json, the
+    metrics so far) and the teacher opened last, as every input has been checked by then.
+    The global RNG is seeded right before the model is created; the teacher never consumes it.
+    """
+    config = config.resolved()
+    run_dir = Path(run_dir)
+    device = select_device(config.device)
+    cap_cuda_memory(cuda_memory_fraction, device)  # validates the value; a cap only on CUDA
+    amp_dtype = autocast_dtype(config.amp, device)
+    channels_last = DEFAULT_CHANNELS_LAST if config.channels_last is None else config.channels_last
+    resume = _resume_payload(run_dir, config)
+    data = load_long_tailed(config.dataset, config.root, config.imbalance_factor, config.data_seed,
+                            train_indices=None if resume is None else resume["train_indices"].numpy(),
+                            validation_per_class=config.validation_per_class,
+                            val_indices=_recorded_val_indices(resume))
+    num_classes = data.num_classes
+    eval_groups = class_groups(data.counts, 3) if num_classes >= 3 else torch.zeros(num_classes, dtype=torch.long)
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = create_model(config.arch, num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    normalization, train_batches, test_batches, val_batches = _batches(config, data, device, channels_last)
+
+    method = get_method(config.method)
+    teacher_live, teacher_config, teacher_payload = None, None, None
+    # Logit methods on in-memory data may read the teacher's logits from the cache: the teacher is
+    # then only loaded (after the checks below) if the cache is not used.
+    cacheable = method.kind == "logit" and isinstance(train_batches, TensorBatches) and teacher.cache != "off"
+    if method.needs_teacher:
+        teacher_payload, teacher_config = read_teacher(config, data, teacher.path)
+        if not cacheable:
+            teacher_live = teacher_model(teacher_payload, num_classes, device, channels_last)
+    image_shape = (3, data.spec.image_size, data.spec.image_size)
+    context = DistillContext(num_classes=num_classes, class_counts=tuple(data.counts), student=model,
+                             teacher=teacher_live, teacher_arch=teacher_config["arch"] if teacher_config else "",
+                             student_arch=config.arch, input_shape=image_shape)
+    distiller = method.build(context, dict(config.hparams))
+    if distiller is not None:
+        distiller.to(device)
+    if cacheable and distiller is not None and distiller.needs_features:
+        raise RuntimeError(f"method '{method.name}' is registered as a logit method but its distiller reads features")
+
+    parameters = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
+    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
+                                                     gamma=config.lr_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    run = Run(config=config, run_dir=run_dir, log=log, device=device, amp_dtype=amp_dtype,
+              channels_last=channels_last, memory_fraction=cuda_memory_fraction, data=data, eval_groups=eval_groups,
+              generator=generator, model=model, normalization=normalization, train_batches=train_batches,
+              test_batches=test_batches, val_batches=val_batches, method=method, distiller=distiller,
+              optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+
+    if resume is not None:
+        _restore(run, resume)
+        if run.finished:
+            # A process killed between the last checkpoint and its metrics line left metrics.jsonl
+            # short: rebuild it, or the run would never look finished to a sweep.
+            _write_run_files(run_dir, config, run.history)
+            log(f"{run_dir}: already finished ({run.start_epoch} epochs)")
+            return run
+        log(f"resuming {run_dir} from epoch {run.start_epoch}")
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
+    _write_run_files(run_dir, config, run.history)
+    if method.needs_teacher:
+        run.teacher = _open_teacher(run, teacher_payload, teacher_live, cacheable, teacher)
+    return run
+
+
+def _resume_payload(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
+    """The run folder's checkpoint when it holds this very run; None for a fresh run folder."""
+    if not (run_dir / CHECKPOINT_NAME).exists():
+        return None
+    # Resume only the very same run; never overwrite someone else's checkpoint.
+    resume = load_checkpoint(run_dir, what="checkpoint in the run folder")
+    stored = _stored_identity(resume)
+    if stored != config.identity():
+        changed = sorted(k for k in config.identity() if stored.get(k) != config.identity()[k])
+        raise UserError(f"{run_dir} already holds a different run (differs in: {', '.join(changed)}); "
+                        "choose another output folder")
+    return resume
+
+
+def _batches(config: RunConfig, data: LongTailedData, device: torch.device, channels_last: bool):
+    """(normalization, train, test, validation batches): tensors on the device for in-memory data, else files."""
+    if data.spec.in_memory:
+        normalization = Normalization.of(data.train.images)
+        train_batches = TensorBatches(data.train, config.batch_size, device, normalization, augment=config.augment,
+                                      padding=data.spec.crop_padding, channels_last=channels_last,
+                                      hflip=data.spec.hflip)
+        test_batches = TensorBatches(data.test, 500, device, normalization, augment=False, channels_last=channels_last)
+        val_batches = TensorBatches(data.val, 500, device, normalization, augment=False,
+                                    channels_last=channels_last) if len(data.val) else None
+        return normalization, train_batches, test_batches, val_batches
+    train_batches = FileBatches(data.train, config.batch_size, device, train=True, image_size=data.spec.image_size,
+                                num_workers=config.num_workers, channels_last=channels_last, hflip=data.spec.hflip)
+    test_batches = FileBatches(data.test, config.batch_size, device, train=False, image_size=data.spec.image_size,
+                               num_workers=config.num_workers, channels_last=channels_last)
+    val_batches = None if not len(data.val) else FileBatches(
+        data.val, config.batch_size, device, train=False, image_size=data.spec.image_size,
+        num_workers=config.num_workers, channels_last=channels_last)
+    return None, train_batches, test_batches, val_batches
+
+
+def _restore(run: Run, resume: dict[str, Any]) -> None:
+    """Continue from a checkpoint: weights, optimiser, schedule, scaler, both RNGs, history, epoch."""
+    run.model.load_state_dict(resume["model"])
+    if run.distiller is not None and resume.get("distiller") is not None:
+        run.distiller.load_state_dict(resume["distiller"])
+    run.optimizer.load_state_dict(resume["optimizer"])
+    _restore_scheduler(run.scheduler, resume["scheduler"])
+    run.scaler.load_state_dict(resume["scaler"])
+    _restore_rng(resume["rng"], run.generator)
+    run.history = list(resume["history"])
+    run.start_epoch = resume["epoch"]
 
 
 def _stored_identity(payload: dict[str, Any]) -> dict[str, Any]:
@@ -361,37 +597,20 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _format_epoch(m: dict[str, Any]) -> str:
-    parts = [f"epoch {m['epoch']:>3}/{m['epochs']}", f"loss {m['train_loss']:.4f}", f"lr {m['lr']:.4g}",
-             f"acc {m['acc']:.2f}", f"head {m['acc_head']:.2f}", f"medium {m['acc_medium']:.2f}",
-             f"tail {m['acc_tail']:.2f}"]
-    if m.get("val_acc") is not None:
-        parts.append(f"val acc {m['val_acc']:.2f} (head {m['val_acc_head']:.2f}, medium {m['val_acc_medium']:.2f}, "
-                     f"tail {m['val_acc_tail']:.2f})")
-    parts.append(f"{m['epoch_seconds']:.1f}s")
-    return "  ".join(parts)
+# ----------------------------------------------------------------------------------- one epoch
 
 
 FINITE_CHECK_EVERY = 32
 
 
-def _raise_if_not_finite(first_bad: torch.Tensor, epoch: int, steps: int) -> None:
-    step, value = first_bad.tolist()
-    if step >= 0:
-        raise NonFiniteLossError(
-            f"loss became {value} at epoch {epoch + 1}, step {int(step)} of {steps}; nothing of this epoch "
-            f"was saved (the last checkpoint is epoch {epoch}); lower the learning rate or check the "
-            "hyperparameters")
-
-
-def distillation_loss(model: torch.nn.Module, distiller: torch.nn.Module | None, teacher: torch.nn.Module | None,
-                      logits_cache: tcache.TeacherLogits | None, inputs: torch.Tensor, labels: torch.Tensor,
-                      index: torch.Tensor, views: torch.Tensor | None, *, needs_features: bool,
-                      amp_dtype: torch.dtype | None, ce_weight: float, distill_weight: float) -> torch.Tensor:
+def distillation_loss(model: torch.nn.Module, distiller: torch.nn.Module | None, teacher: Teacher | None,
+                      inputs: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, views: torch.Tensor | None, *,
+                      needs_features: bool, amp_dtype: torch.dtype | None, ce_weight: float,
+                      distill_weight: float) -> torch.Tensor:
     """One batch's training loss: weighted cross-entropy plus the warmed-up distillation term.
 
-    The teacher's logits come from `logits_cache` (looked up by image and view) when given, else
-    from the live `teacher` under no_grad. benchmarks/throughput.py times this very function.
+    The teacher's outputs come from `teacher.outputs` (a cache lookup by image and view, or the
+    live model under no_grad); None = no teacher. benchmarks/throughput.py times this very function.
     """
     with torch.autocast(inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if needs_features:
@@ -399,17 +618,7 @@ def distillation_loss(model: torch.nn.Module, distiller: torch.nn.Module | None,
         else:
             logits = model(inputs)
             student_out = ModelOutput(logits, [], logits)
-        teacher_out = None
-        if logits_cache is not None:
-            teacher_logits = logits_cache.lookup(index, views)
-            teacher_out = ModelOutput(teacher_logits, [], teacher_logits)
-        elif teacher is not None:
-            with torch.no_grad():
-                if needs_features:
-                    teacher_out = teacher.forward_features(inputs)
-                else:
-                    teacher_logits = teacher(inputs)
-                    teacher_out = ModelOutput(teacher_logits, [], teacher_logits)
+        teacher_out = None if teacher is None else teacher.outputs(inputs, index, views)
     loss = ce_weight * F.cross_entropy(student_out.logits.float(), labels)
     if distiller is not None:
         loss = loss + distill_weight * distiller(student_out, teacher_out, labels)
@@ -421,6 +630,149 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
+
+
+@dataclass
+class EpochTraining:
+    """What `train_one_epoch` hands to `epoch_metrics`."""
+
+    epoch: int  # 0-based
+    loss_sum: torch.Tensor  # on the device: read back only for the metrics
+    steps: int
+    lr: float  # the epoch's learning rate (before the scheduler's step)
+    distill_weight: float
+    started: float  # time.perf_counter() at the epoch's start
+    train_seconds: float
+
+
+def train_one_epoch(run: Run, epoch: int, show_progress: bool = False) -> EpochTraining:
+    """One pass over the shuffled, augmented training set: a loss and an SGD step per batch, then the LR schedule."""
+    config, model = run.config, run.model
+    model.train()
+    distill_weight = warmup_factor(epoch, int(config.hparams["warmup_epochs"]))
+    ce_weight = float(config.hparams["ce_weight"])
+    started = time.perf_counter()
+    loss_sum = torch.zeros((), device=run.device)
+    steps = len(run.train_batches)
+    # View ids only for the cache's lookups (FileBatches has none); the generator is consumed alike either way.
+    with_views = run.teacher is not None and run.teacher.with_views
+    batches = run.train_batches.epoch(run.generator, with_views=True) if with_views else \
+        run.train_batches.epoch(run.generator)
+    watch = _NonFiniteWatch(epoch, steps, run.device)
+    for step, (inputs, labels, index, *views) in enumerate(batches, start=1):
+        loss = distillation_loss(model, run.distiller, run.teacher, inputs, labels, index,
+                                 views[0] if views else None, needs_features=run.needs_features,
+                                 amp_dtype=run.amp_dtype, ce_weight=ce_weight, distill_weight=distill_weight)
+        watch.check(step, loss)
+        optimizer_step(loss, run.optimizer, run.scaler)
+        loss_sum += loss.detach()
+        if show_progress:
+            _progress(step, steps, epoch + 1, config.epochs, float(loss), started)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    return EpochTraining(epoch, loss_sum, steps, lr, distill_weight, started, time.perf_counter() - started)
+
+
+class _NonFiniteWatch:
+    """Stops an epoch at a non-finite loss, naming the first bad step (kept on the device as (step, loss))."""
+
+    def __init__(self, epoch: int, steps: int, device: torch.device):
+        self.epoch, self.steps, self.device = epoch, steps, device
+        self.first_bad: torch.Tensor | None = None
+
+    def check(self, step: int, loss: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        marker = torch.stack([torch.full((), float(step), device=loss.device), loss.detach().float()])
+        self.first_bad = torch.where(bad, marker, torch.full_like(marker, -1.0)) if self.first_bad is None else \
+            torch.where((self.first_bad[0] < 0) & bad, marker, self.first_bad)
+        # On CUDA it is read back every FINITE_CHECK_EVERY steps only (a read-back per step would
+        # stall the GPU queue); the error still names the first bad step.
+        if self.device.type == "cpu" or step % FINITE_CHECK_EVERY == 0 or step == self.steps:
+            step_bad, value = self.first_bad.tolist()
+            if step_bad >= 0:
+                raise NonFiniteLossError(
+                    f"loss became {value} at epoch {self.epoch + 1}, step {int(step_bad)} of {self.steps}; nothing of "
+                    f"this epoch was saved (the last checkpoint is epoch {self.epoch}); lower the learning rate or "
+                    "check the hyperparameters")
+
+
+def _progress(step: int, steps: int, epoch: int, epochs: int, loss: float, started: float) -> None:
+    width = 24
+    done = int(width * step / steps)
+    rate = step / max(time.perf_counter() - started, 1e-9)
+    sys.stderr.write(f"\repoch {epoch}/{epochs} [{'#' * done}{'.' * (width - done)}] {step}/{steps} "
+                     f"loss {loss:.4f} {rate:.1f} it/s")
+    sys.stderr.flush()
+    if step == steps:
+        sys.stderr.write("\r" + " " * 90 + "\r")
+
+
+# ----------------------------------------------------------------------------------- after the epoch
+
+
+def epoch_metrics(run: Run, trained: EpochTraining, per_class: np.ndarray, group_prob: np.ndarray,
+                  val_metrics: dict[str, float | None]) -> dict[str, Any]:
+    """The epoch's metrics line, from its training and its evaluation (`evaluate`, `validation_metrics`)."""
+    config, teacher_group_prob = run.config, None if run.teacher is None else run.teacher.group_prob
+    return {
+        "epoch": trained.epoch + 1, "epochs": config.epochs,
+        "train_loss": float(trained.loss_sum) / max(trained.steps, 1), "lr": trained.lr,
+        **summarize(per_class, run.eval_groups),
+        **val_metrics,
+        "per_class_acc": [float(v * 100) for v in per_class],
+        "group_prob": [float(v) for v in group_prob],
+        "teacher_group_prob": None if teacher_group_prob is None else [float(v) for v in teacher_group_prob],
+        "distill_weight": trained.distill_weight if run.distiller is not None else 0.0,
+        "epoch_seconds": time.perf_counter() - trained.started, "train_seconds": trained.train_seconds,
+        "device": str(run.device),
+        "resumed_from": run.start_epoch,  # epoch this process started at (0 = fresh); tells resumed runs apart
+    }
+
+
+def save_epoch(run: Run, metrics: dict[str, Any]) -> None:
+    """Record a finished epoch: in the history, in an atomic checkpoint, then as a metrics.jsonl line."""
+    config, data, normalization, distiller = run.config, run.data, run.normalization, run.distiller
+    run.history.append(metrics)
+    payload = {
+        "format": "ltkd-sweep", "format_version": FORMAT_VERSION,
+        "config": config.to_dict(), "config_identity": config.identity(),
+        "epoch": metrics["epoch"], "finished": metrics["epoch"] == config.epochs,
+        "num_classes": run.num_classes, "class_counts": list(data.counts),
+        "train_indices": torch.as_tensor(data.train_indices, dtype=torch.int64),
+        "val_indices": torch.as_tensor(data.val_indices, dtype=torch.int64),
+        "normalization": None if normalization is None else [normalization.mean, normalization.std],
+        "model": run.model.state_dict(), "distiller": None if distiller is None else distiller.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": _scheduler_state(run.scheduler),
+        "scaler": run.scaler.state_dict(),
+        "rng": _rng_state(run.generator), "history": run.history,
+    }
+    save_atomic(payload, run.run_dir / CHECKPOINT_NAME)
+    _append_metrics(run.run_dir, metrics)
+
+
+def _format_epoch(m: dict[str, Any]) -> str:
+    parts = [f"epoch {m['epoch']:>3}/{m['epochs']}", f"loss {m['train_loss']:.4f}", f"lr {m['lr']:.4g}",
+             f"acc {m['acc']:.2f}", *(f"{group} {m[f'acc_{group}']:.2f}" for group in GROUPS)]
+    if m.get("val_acc") is not None:
+        groups = ", ".join(f"{group} {m[f'val_acc_{group}']:.2f}" for group in GROUPS)
+        parts.append(f"val acc {m['val_acc']:.2f} ({groups})")
+    parts.append(f"{m['epoch_seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def _write_run_files(run_dir: Path, config: RunConfig, history: list[dict[str, Any]]) -> None:
+    """run.json (the resolved config) and metrics.jsonl rewritten from the checkpoint's history."""
+    # Written whole under a temporary name of their own, then renamed (Location.write_text).
+    Location.parse(run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    Location.parse(run_dir / METRICS_NAME).write_text(metrics_lines(history))
+
+
+def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    with open(run_dir / METRICS_NAME, "a") as f:
+        f.write(metrics_lines([metrics]))
+
+
+# ----------------------------------------------------------------------------------- fit
 
 
 def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None = None,
@@ -448,214 +800,21 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         (`cap_cuda_memory`), for several trials per GPU.
     None of these change what a run computes beyond float tolerance: they are not part of its identity.
     """
-    teacher_cache = config.teacher_cache if teacher_cache is None else teacher_cache
-    if teacher_cache not in TEACHER_CACHE_MODES:
-        raise UserError(f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got {teacher_cache!r}")
-    if teacher_cache_dtype not in tcache.DTYPES:
-        raise UserError(f"teacher_cache_dtype must be one of {', '.join(tcache.DTYPES)}, got {teacher_cache_dtype!r}")
-    config = config.resolved()
-    run_dir = Path(run_dir)
     log = log or (lambda line: None)
-    device = select_device(config.device)
-    cap_cuda_memory(cuda_memory_fraction, device)  # validates the value; a cap only on CUDA
-    amp_dtype = autocast_dtype(config.amp, device)
-    channels_last = default_channels_last() if config.channels_last is None else config.channels_last
-
-    # Resume only the very same run; never overwrite someone else's checkpoint.
-    resume = None
-    if (run_dir / CHECKPOINT_NAME).exists():
-        resume = load_checkpoint(run_dir, what="checkpoint in the run folder")
-        stored = _stored_identity(resume)
-        if stored != config.identity():
-            changed = sorted(k for k in config.identity() if stored.get(k) != config.identity()[k])
-            raise UserError(f"{run_dir} already holds a different run (differs in: {', '.join(changed)}); "
-                            "choose another output folder")
-
-    data = load_long_tailed(config.dataset, config.root, config.imbalance_factor, config.data_seed,
-                            train_indices=None if resume is None else resume["train_indices"].numpy(),
-                            validation_per_class=config.validation_per_class,
-                            val_indices=_recorded_val_indices(resume))
-    num_classes = data.num_classes
-    eval_groups = class_groups(data.counts, 3) if num_classes >= 3 else torch.zeros(num_classes, dtype=torch.long)
-
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = create_model(config.arch, num_classes).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
-    if data.spec.in_memory:
-        normalization = Normalization.of(data.train.images)
-        train_batches = TensorBatches(data.train, config.batch_size, device, normalization, augment=config.augment,
-                                      padding=data.spec.crop_padding, channels_last=channels_last,
-                                      hflip=data.spec.hflip)
-        test_batches = TensorBatches(data.test, 500, device, normalization, augment=False, channels_last=channels_last)
-        val_batches = TensorBatches(data.val, 500, device, normalization, augment=False,
-                                    channels_last=channels_last) if len(data.val) else None
-    else:
-        normalization = None
-        train_batches = FileBatches(data.train, config.batch_size, device, train=True, image_size=data.spec.image_size,
-                                    num_workers=config.num_workers, channels_last=channels_last, hflip=data.spec.hflip)
-        test_batches = FileBatches(data.test, config.batch_size, device, train=False, image_size=data.spec.image_size,
-                                   num_workers=config.num_workers, channels_last=channels_last)
-        val_batches = None if not len(data.val) else FileBatches(
-            data.val, config.batch_size, device, train=False, image_size=data.spec.image_size,
-            num_workers=config.num_workers, channels_last=channels_last)
-
-    method = get_method(config.method)
-    teacher, teacher_config, teacher_payload = None, None, None
-    # Logit methods on in-memory data may read the teacher's logits from the cache: the teacher is
-    # then only loaded (after the checks below) if the cache is not used.
-    cacheable = method.kind == "logit" and isinstance(train_batches, TensorBatches) and teacher_cache != "off"
-    if method.needs_teacher:
-        teacher_payload, teacher_config = read_teacher(config, data, teacher_path)
-        if not cacheable:
-            teacher = teacher_model(teacher_payload, num_classes, device, channels_last)
-    image_shape = (3, data.spec.image_size, data.spec.image_size)
-    context = DistillContext(num_classes=num_classes, class_counts=tuple(data.counts), student=model, teacher=teacher,
-                             teacher_arch=teacher_config["arch"] if teacher_config else "", student_arch=config.arch,
-                             input_shape=image_shape)
-    distiller = method.build(context, dict(config.hparams))
-    if distiller is not None:
-        distiller.to(device)
-    needs_features = bool(distiller is not None and distiller.needs_features)
-    if cacheable and needs_features:
-        raise RuntimeError(f"method '{method.name}' is registered as a logit method but its distiller reads features")
-
-    parameters = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
-    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
-                                                     gamma=config.lr_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    history: list[dict[str, Any]] = []
-    start_epoch = resumed_from = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        if distiller is not None and resume.get("distiller") is not None:
-            distiller.load_state_dict(resume["distiller"])
-        optimizer.load_state_dict(resume["optimizer"])
-        _restore_scheduler(scheduler, resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
-        _restore_rng(resume["rng"], generator)
-        history = list(resume["history"])
-        start_epoch = resume["epoch"]
-        resumed_from = start_epoch
-        if start_epoch >= config.epochs:
-            # A process killed between the last checkpoint and its metrics line left metrics.jsonl
-            # short: rebuild it, or the run would never look finished to a sweep.
-            _write_run_files(run_dir, config, history)
-            log(f"{run_dir}: already finished ({start_epoch} epochs)")
-            return RunResult(run_dir, history[-1] if history else {}, history)
-        log(f"resuming {run_dir} from epoch {start_epoch}")
-    run_dir.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
-    _write_run_files(run_dir, config, history)
-
-    logits_cache = None
-    if method.needs_teacher and cacheable:
-        cache_root = teacher_cache_dir if teacher_cache_dir is not None else \
-            checkpoint_path(teacher_path or config.teacher).parent / tcache.CACHE_DIR_NAME
-        logits_cache = _open_teacher_cache(teacher_cache, teacher_cache_dtype, cache_root, config,
-                                           teacher_payload, data, train_batches, test_batches, normalization,
-                                           eval_groups, device, channels_last, config.epochs - start_epoch,
-                                           cuda_memory_fraction, log)
-        if logits_cache is None:
-            teacher = teacher_model(teacher_payload, num_classes, device, channels_last)
-    elif method.needs_teacher and method.kind == "logit" and teacher_cache == "on":
-        log("teacher: live forward pass (the cache needs in-memory data with the CIFAR augmentation)")
-    teacher_payload = None
-
-    teacher_group_prob = None
-    if logits_cache is not None:
-        teacher_group_prob = np.asarray(logits_cache.extras["teacher_group_prob"], dtype=np.float64)
-    elif teacher is not None:
-        _, teacher_group_prob = evaluate(teacher, test_batches, num_classes, eval_groups, amp_dtype)
-
-    ce_weight = float(config.hparams["ce_weight"])
+    teacher = TeacherOptions(config.teacher_cache if teacher_cache is None else teacher_cache, teacher_cache_dtype,
+                             teacher_cache_dir, teacher_path)
+    run = build_run(config, run_dir, log, teacher, cuda_memory_fraction)
+    if run.finished:
+        return RunResult(run.run_dir, run.history[-1] if run.history else {}, run.history)
+    config = run.config
     show_progress = config.progress and sys.stderr.isatty()
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        distill_weight = warmup_factor(epoch, int(config.hparams["warmup_epochs"]))
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        steps = len(train_batches)
-        batches = train_batches.epoch(generator, with_views=True) if logits_cache is not None \
-            else train_batches.epoch(generator)
-        first_bad = None  # (step, loss) of the first non-finite loss, kept on the device
-        for step, (inputs, labels, index, *views) in enumerate(batches, start=1):
-            loss = distillation_loss(model, distiller, teacher, logits_cache, inputs, labels, index,
-                                     views[0] if views else None, needs_features=needs_features, amp_dtype=amp_dtype,
-                                     ce_weight=ce_weight, distill_weight=distill_weight)
-            # On CUDA the finiteness check is read back every FINITE_CHECK_EVERY steps (a read-back
-            # per step would stall the GPU queue); the error still names the first bad step.
-            bad = ~torch.isfinite(loss.detach())
-            marker = torch.stack([torch.full((), float(step), device=loss.device), loss.detach().float()])
-            first_bad = torch.where(bad, marker, torch.full_like(marker, -1.0)) if first_bad is None else \
-                torch.where((first_bad[0] < 0) & bad, marker, first_bad)
-            if device.type == "cpu" or step % FINITE_CHECK_EVERY == 0 or step == steps:
-                _raise_if_not_finite(first_bad, epoch, steps)
-            optimizer_step(loss, optimizer, scaler)
-            loss_sum += loss.detach()
-            if show_progress:
-                _progress(step, steps, epoch + 1, config.epochs, float(loss), started)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        train_seconds = time.perf_counter() - started
-
-        val_metrics = validation_metrics(model, val_batches, num_classes, eval_groups, amp_dtype)
-        per_class, group_prob = evaluate(model, test_batches, num_classes, eval_groups, amp_dtype)
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1, "epochs": config.epochs, "train_loss": float(loss_sum) / max(steps, 1), "lr": lr,
-            **summarize(per_class, eval_groups),
-            **val_metrics,
-            "per_class_acc": [float(v * 100) for v in per_class],
-            "group_prob": [float(v) for v in group_prob],
-            "teacher_group_prob": None if teacher_group_prob is None else [float(v) for v in teacher_group_prob],
-            "distill_weight": distill_weight if distiller is not None else 0.0,
-            "epoch_seconds": time.perf_counter() - started, "train_seconds": train_seconds,
-            "device": str(device),
-            "resumed_from": resumed_from,  # epoch this process started at (0 = fresh); tells resumed runs apart
-        }
-        history.append(metrics)
-        payload = {
-            "format": "ltkd-sweep", "format_version": FORMAT_VERSION,
-            "config": config.to_dict(), "config_identity": config.identity(),
-            "epoch": epoch + 1, "finished": epoch + 1 == config.epochs,
-            "num_classes": num_classes, "class_counts": list(data.counts),
-            "train_indices": torch.as_tensor(data.train_indices, dtype=torch.int64),
-            "val_indices": torch.as_tensor(data.val_indices, dtype=torch.int64),
-            "normalization": None if normalization is None else [normalization.mean, normalization.std],
-            "model": model.state_dict(), "distiller": None if distiller is None else distiller.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": _scheduler_state(scheduler),
-            "scaler": scaler.state_dict(),
-            "rng": _rng_state(generator), "history": history,
-        }
-        save_atomic(payload, run_dir / CHECKPOINT_NAME)
-        _append_metrics(run_dir, metrics)
+    for epoch in range(run.start_epoch, config.epochs):
+        trained = train_one_epoch(run, epoch, show_progress)
+        val_metrics = validation_metrics(run.model, run.val_batches, run.num_classes, run.eval_groups, run.amp_dtype)
+        per_class, group_prob = evaluate(run.model, run.test_batches, run.num_classes, run.eval_groups, run.amp_dtype)
+        metrics = epoch_metrics(run, trained, per_class, group_prob, val_metrics)
+        save_epoch(run, metrics)
         log(_format_epoch(metrics))
         if callback is not None:
-            callback(metrics, run_dir / CHECKPOINT_NAME)
-    return RunResult(run_dir, history[-1], history)
-
-
-def _write_run_files(run_dir: Path, config: RunConfig, history: list[dict[str, Any]]) -> None:
-    """run.json (the resolved config) and metrics.jsonl rewritten from the checkpoint's history."""
-    # Written whole under a temporary name of their own, then renamed (Location.write_text).
-    Location.parse(run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    Location.parse(run_dir / METRICS_NAME).write_text("".join(json.dumps(m) + "\n" for m in history))
-
-
-def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    with open(run_dir / METRICS_NAME, "a") as f:
-        f.write(json.dumps(metrics) + "\n")
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_NAME
-    return parse_metrics(path.read_text()) if path.exists() else []
-
-
-def parse_metrics(text: str) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a metrics.jsonl text."""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
+            callback(metrics, run.run_dir / CHECKPOINT_NAME)
+    return RunResult(run.run_dir, run.history[-1], run.history)

@@ -1,15 +1,29 @@
-"""Class groups by training frequency: Head / Medium / Tail, or n near-equal groups (SPEC section 1)."""
+"""Class groups by training frequency: Head / Medium / Tail, or n near-equal groups (SPEC section 1).
+
+The grouping itself (`class_group_ids`, `group_sizes`, `group_names`) is plain Python, so
+`ltkd data describe` and the reports use it without loading torch; `class_groups` hands the
+same ids to the losses and the engine as a tensor.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 GROUP_NAMES_3 = ("head", "medium", "tail")
 
 
-def class_groups(counts: Sequence[int], n_groups: int = 3) -> torch.LongTensor:
-    """Group id (0 = most frequent group) for every class, as a LongTensor of length C.
+def class_groups(counts: Sequence[int], n_groups: int = 3) -> "torch.LongTensor":
+    """`class_group_ids` as a LongTensor of length C (what the losses and the engine index with)."""
+    import torch  # here, not at the top: the grouping itself is read by torch-free commands
+
+    return torch.tensor(class_group_ids(counts, n_groups), dtype=torch.long)
+
+
+def class_group_ids(counts: Sequence[int], n_groups: int = 3) -> list[int]:
+    """Group id (0 = most frequent group) for every class, a list of length C.
 
     Classes are sorted by training count (ties keep class order). Three groups follow the
     paper: Head = top 33% of classes, Medium = next 34%, Tail = bottom 33%. Any other n splits
@@ -25,7 +39,7 @@ def class_groups(counts: Sequence[int], n_groups: int = 3) -> torch.LongTensor:
         )
     order = sorted(range(num_classes), key=lambda c: (-counts[c], c))
     sizes = group_sizes(num_classes, n_groups)
-    groups = torch.empty(num_classes, dtype=torch.long)
+    groups = [0] * num_classes
     start = 0
     for group_id, size in enumerate(sizes):
         for cls in order[start:start + size]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from trainables.data.long_tail import long_tail_counts, subsample_indices
 from trainables.errors import DatasetLayoutError, UserError
+from trainables.registry import Registry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -83,6 +84,7 @@ class BalancedSource:
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
+    label: str  # as the paper's tables name it: "CIFAR-100-LT", ...
     num_classes: int
     n_max: int | None  # images of the largest class; None = derived from the data (digits)
     image_size: int
@@ -98,21 +100,17 @@ class DatasetSpec:
     # Images per class held out of the balanced training pool as the validation split, by default
     # (RunConfig.validation_per_class = None); 0 = none, the paper's protocol and counts.
     validation_per_class: int = 0
+    # `read` without decoding images (their ImageSets hold labels alone), for commands that only
+    # count (`ltkd data describe`); None: `read` is cheap enough (file lists, label arrays).
+    read_labels: Callable[[Path | None], BalancedSource] | None = None
 
 
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def _register(spec: DatasetSpec) -> DatasetSpec:
-    DATASETS[spec.name] = spec
-    return spec
+# Every dataset: a DatasetSpec registered below, next to the reader of its on-disk layout.
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise UserError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})") from None
+    return DATASETS.get(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,8 +284,8 @@ def _read_cifar(root) -> BalancedSource:
     return BalancedSource(train=train, test=test, class_names=names)
 
 
-_register(DatasetSpec(
-    name="cifar100", num_classes=100, n_max=500, image_size=32, style="cifar",
+DATASETS.add(DatasetSpec(
+    name="cifar100", label="CIFAR-100-LT", num_classes=100, n_max=500, image_size=32, style="cifar",
     paper_imbalance_factors=(10, 20, 100), layout=CIFAR_LAYOUT, read=_read_cifar, find_root=_cifar_root,
     validation_per_class=50,
 ))
@@ -338,8 +336,8 @@ def _read_tiny(root) -> BalancedSource:
     return BalancedSource(train=train, test=test, class_names=wnids)
 
 
-_register(DatasetSpec(
-    name="tinyimagenet", num_classes=200, n_max=500, image_size=64, style="cifar",
+DATASETS.add(DatasetSpec(
+    name="tinyimagenet", label="TinyImageNet-LT", num_classes=200, n_max=500, image_size=64, style="cifar",
     paper_imbalance_factors=(10, 20, 100), layout=TINY_LAYOUT, read=_read_tiny, find_root=_tiny_root,
     validation_per_class=50,
 ))
@@ -381,8 +379,8 @@ def _read_imagenet(root) -> BalancedSource:
     return BalancedSource(train=train, test=test, class_names=classes)
 
 
-_register(DatasetSpec(
-    name="imagenet", num_classes=1000, n_max=1300, image_size=224, style="imagenet",
+DATASETS.add(DatasetSpec(
+    name="imagenet", label="ImageNet-LT", num_classes=1000, n_max=1300, image_size=224, style="imagenet",
     paper_imbalance_factors=(5, 10, 20), layout=IMAGENET_LAYOUT, read=_read_imagenet, find_root=_imagenet_root,
     cap_to_available=True, in_memory=False, validation_per_class=20,
 ))
@@ -410,16 +408,22 @@ def _digits_root(root):
     return None  # embedded: the root is ignored
 
 
-def _read_digits(root) -> BalancedSource:
+def _upscaled_digits(images: np.ndarray) -> np.ndarray:
+    """scikit-learn's 8x8 digits (values 0-16) as DIGITS_SIZE RGB uint8 images (bilinear, torch's)."""
     import torch
     import torch.nn.functional as F
+
+    raw = torch.from_numpy(images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    big = F.interpolate(raw, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False).clamp(0, 1)
+    images = (big * 255).round().to(torch.uint8).squeeze(1).numpy()
+    return np.ascontiguousarray(np.repeat(images[..., None], 3, axis=-1))
+
+
+def _read_digits(root, with_images: bool = True) -> BalancedSource:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    raw = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
-    big = F.interpolate(raw, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False).clamp(0, 1)
-    images = (big * 255).round().to(torch.uint8).squeeze(1).numpy()
-    images = np.ascontiguousarray(np.repeat(images[..., None], 3, axis=-1))
+    images = _upscaled_digits(bunch.images) if with_images else None
     labels = bunch.target.astype(np.int64)
     rng = np.random.default_rng(DIGITS_SPLIT_SEED)
     test_idx = np.sort(np.concatenate([
@@ -432,10 +436,11 @@ def _read_digits(root) -> BalancedSource:
                           class_names=[str(c) for c in range(10)])
 
 
-_register(DatasetSpec(
-    name="digits", num_classes=10, n_max=None, image_size=DIGITS_SIZE, style="cifar", crop_padding=2, hflip=False,
+DATASETS.add(DatasetSpec(
+    name="digits", label="Digits-LT", num_classes=10, n_max=None, image_size=DIGITS_SIZE, style="cifar", crop_padding=2, hflip=False,
     paper_imbalance_factors=(10, 100), layout="nothing: digits ships with scikit-learn (--root is ignored)",
     read=_read_digits, find_root=_digits_root, validation_per_class=10,
+    read_labels=lambda root: _read_digits(root, with_images=False),
 ))
 
 

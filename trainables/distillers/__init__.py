@@ -1,7 +1,8 @@
-"""Distillation methods. Importing this package registers every method in METHODS.
+"""The distillation losses (torch): one module per method with a teacher.
 
-One module per method (ce, kd, dkd, dist, bkd, ltkd, ...); each defines its pure loss function,
-a Distiller wrapping it and its MethodSpec. `get_method(name)` resolves a registry name.
+Each defines its pure loss function, a Distiller wrapping it and `build(context, hparams)`; the
+method's registry entry (label, hyperparameters, defaults) is trainables/methods/<name>.py,
+which names its module here. `get_method(name)` (re-exported) resolves a registry name.
 """
 from trainables.distillers.base import (
     COMMON_HYPERPARAMETERS,
@@ -12,11 +13,8 @@ from trainables.distillers.base import (
     MethodSpec,
     UnknownMethodError,
     get_method,
-    register,
     warmup_factor,
 )
-from trainables.distillers import ce, kd, dkd, dist, bkd, ltkd  # noqa: F401,E401  (registration)
-from trainables.distillers import reviewkd, catkd  # noqa: F401,E401  (registration: feature methods)
 from trainables.distillers.bkd import bkd_loss, effective_number_weights
 from trainables.distillers.catkd import catkd_loss, class_activation_maps
 from trainables.distillers.reviewkd import hcl_loss
@@ -34,7 +32,6 @@ __all__ = [
     "MethodSpec",
     "UnknownMethodError",
     "get_method",
-    "register",
     "warmup_factor",
     "bkd_loss",
     "effective_number_weights",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from trainables.distillers._common import check_logits, check_temperature, common_float, no_autocast
-from trainables.distillers.base import DistillContext, Distiller, Hyperparameter, MethodSpec, register
+from trainables.distillers.base import DistillContext, Distiller
 from trainables.distillers.kd import _kd_per_sample
 from trainables.models.base import ModelOutput
 
@@ -92,32 +92,10 @@ class BKD(Distiller):
         return f"T={self.temperature}, beta_effective={self.beta_effective}, kd_weight={self.kd_weight}"
 
 
-def _build(context: DistillContext, hp: dict) -> BKD:
+def build(context: DistillContext, hp: dict) -> BKD:
     if len(context.class_counts) != context.num_classes:
         raise ValueError(
             f"bkd: class_counts has {len(context.class_counts)} entries but num_classes is {context.num_classes}"
         )
     return BKD(context.class_counts, temperature=hp["temperature"], beta_effective=hp["beta_effective"],
                kd_weight=hp["kd_weight"])
-
-
-# Official BKD code (EricZsy/BalancedKnowledgeDistillation, train_student.py / losses.py):
-# T 2, loss = alpha * KD' + CE with alpha 1, CIFAR-100 "Reweight" rule: effective-number weights
-# with beta 0.9999 from the first epoch, normalised to sum to C. Same values for every setting.
-def _defaults_for(dataset_style: str, teacher_arch: str, student_arch: str) -> dict:
-    return {"temperature": 2.0, "beta_effective": 0.9999, "kd_weight": 1.0, "ce_weight": 1.0}
-
-
-SPEC = register(MethodSpec(
-    name="bkd",
-    label="BKD",
-    kind="logit",
-    hyperparameters=(
-        Hyperparameter("temperature", 2.0, float, 0.01, 100.0, "softmax temperature T (loss scales by T^2)"),
-        Hyperparameter("beta_effective", 0.9999, float, 0.0, 0.999999, "effective-number beta of the class weights"),
-        Hyperparameter("kd_weight", 1.0, float, 0.0, None, "weight of the class-balanced KL term"),
-    ),
-    build=_build,
-    defaults_for=_defaults_for,
-    description="Balanced KD: KD to class-balanced (effective-number) reweighted teacher probabilities",
-))

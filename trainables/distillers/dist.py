@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from trainables.distillers._common import check_logits, check_temperature, common_float, no_autocast
-from trainables.distillers.base import DistillContext, Distiller, Hyperparameter, MethodSpec, register
+from trainables.distillers.base import DistillContext, Distiller
 from trainables.models.base import ModelOutput
 
 PEARSON_EPS = 1e-8
@@ -59,30 +59,5 @@ class DIST(Distiller):
         return f"beta={self.beta}, gamma={self.gamma}, tau={self.tau}, kd_weight={self.kd_weight}"
 
 
-def _build(context: DistillContext, hp: dict) -> DIST:
+def build(context: DistillContext, hp: dict) -> DIST:
     return DIST(beta=hp["beta"], gamma=hp["gamma"], tau=hp["tau"], kd_weight=hp["kd_weight"])
-
-
-# DIST paper / official code: beta = gamma = 1 everywhere. CIFAR-100: tau 4, CE 1, DIST loss
-# weight 2 (SPEC section 2). ImageNet: tau 1 (the paper's ImageNet setting); we keep the loss
-# weight at 2 there too for want of a different published value. ce_weight 1.
-def _defaults_for(dataset_style: str, teacher_arch: str, student_arch: str) -> dict:
-    if dataset_style == "imagenet":
-        return {"beta": 1.0, "gamma": 1.0, "tau": 1.0, "kd_weight": 2.0, "ce_weight": 1.0}
-    return {"beta": 1.0, "gamma": 1.0, "tau": 4.0, "kd_weight": 2.0, "ce_weight": 1.0}
-
-
-SPEC = register(MethodSpec(
-    name="dist",
-    label="DIST",
-    kind="logit",
-    hyperparameters=(
-        Hyperparameter("beta", 1.0, float, 0.0, None, "weight of the inter-class relation (per sample)"),
-        Hyperparameter("gamma", 1.0, float, 0.0, None, "weight of the intra-class relation (per class)"),
-        Hyperparameter("tau", 4.0, float, 0.01, 100.0, "softmax temperature (loss scales by tau^2)"),
-        Hyperparameter("kd_weight", 2.0, float, 0.0, None, "weight of the DIST term"),
-    ),
-    build=_build,
-    defaults_for=_defaults_for,
-    description="DIST: Pearson-correlation match of predictions, inter- and intra-class",
-))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from trainables.distillers._common import check_logits, check_temperature, common_float, no_autocast
-from trainables.distillers.base import DistillContext, Distiller, Hyperparameter, MethodSpec, register
+from trainables.distillers.base import DistillContext, Distiller
 from trainables.models.base import ModelOutput
 
 
@@ -42,27 +42,5 @@ class KD(Distiller):
         return f"T={self.temperature}, kd_weight={self.kd_weight}"
 
 
-def _build(context: DistillContext, hp: dict) -> KD:
+def build(context: DistillContext, hp: dict) -> KD:
     return KD(temperature=hp["temperature"], kd_weight=hp["kd_weight"])
-
-
-# mdistiller (DKD's codebase) defaults: CIFAR KD.TEMPERATURE 4, CE_WEIGHT 0.1, KD_WEIGHT 0.9
-# (engine/cfg.py); ImageNet configs/imagenet/*/kd.yaml: TEMPERATURE 1, CE 0.5, KD 0.5.
-def _defaults_for(dataset_style: str, teacher_arch: str, student_arch: str) -> dict:
-    if dataset_style == "imagenet":
-        return {"temperature": 1.0, "ce_weight": 0.5, "kd_weight": 0.5}
-    return {"temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}
-
-
-SPEC = register(MethodSpec(
-    name="kd",
-    label="KD",
-    kind="logit",
-    hyperparameters=(
-        Hyperparameter("temperature", 4.0, float, 0.01, 100.0, "softmax temperature T (loss scales by T^2)"),
-        Hyperparameter("kd_weight", 0.9, float, 0.0, None, "weight of the KL term"),
-    ),
-    build=_build,
-    defaults_for=_defaults_for,
-    description="Hinton KD: temperature-softened KL to the teacher",
-))

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.distillers._common import common_float, no_autocast, promote
-from trainables.distillers.base import DistillContext, Distiller, Hyperparameter, MethodSpec, register
+from trainables.distillers.base import DistillContext, Distiller
 from trainables.models.base import ModelOutput
 
 HCL_POOL_SIZES = (4, 2, 1)
@@ -272,7 +272,7 @@ def select_stages(n_student: int, n_teacher: int, num_stages: int = 0) -> tuple[
     return list(range(n_student - num_stages, n_student)), list(range(n_teacher - num_stages, n_teacher))
 
 
-def _build(context: DistillContext, hp: dict) -> ReviewKD:
+def build(context: DistillContext, hp: dict) -> ReviewKD:
     if context.student is None or context.teacher is None:
         raise ValueError("reviewkd: needs the student and the teacher models to derive its connector shapes")
     s_out = probe_features(context.student, context.input_shape)
@@ -282,36 +282,3 @@ def _build(context: DistillContext, hp: dict) -> ReviewKD:
     t_channels = [f.shape[1] for f in _levels(t_out, t_idx)]
     mid = int(hp["mid_channels"]) or min(MAX_AUTO_MID_CHANNELS, s_channels[-1])
     return ReviewKD(s_channels, t_channels, s_idx, t_idx, mid_channels=mid, weight=hp["reviewkd_weight"])
-
-
-def _defaults_for(dataset_style: str, teacher_arch: str, student_arch: str) -> dict:
-    teacher, student = teacher_arch.lower(), student_arch.lower()
-    if dataset_style == "imagenet":
-        weight = 8.0 if (teacher, student) == ("resnet50", "mobilenetv1") else 1.0
-        mid = 256 if student == "mobilenetv1" else 0
-        return {"reviewkd_weight": weight, "warmup_epochs": 1, "ce_weight": 1.0, "mid_channels": mid}
-    if student.startswith("shufflenetv2"):
-        weight = 8.0
-    elif (teacher, student) == ("resnet56", "resnet20"):
-        weight = 0.6
-    else:
-        weight = 5.0
-    return {"reviewkd_weight": weight, "warmup_epochs": 20, "ce_weight": 1.0, "mid_channels": 0}
-
-
-SPEC = register(MethodSpec(
-    name="reviewkd",
-    label="ReviewKD",
-    kind="feature",
-    hyperparameters=(
-        Hyperparameter("reviewkd_weight", 5.0, float, 0.0, None, "weight of the hierarchical context loss"),
-        Hyperparameter("mid_channels", 0, int, 0, 4096,
-                       "channels inside the ABF modules (0 = min(512, the student's deepest channels))"),
-        Hyperparameter("num_stages", 0, int, 0, 16,
-                       "stages distilled besides the pooled feature, deepest first (0 = automatic)"),
-        Hyperparameter("warmup_epochs", 20, int, 0, None, "linear warm-up of the distillation term, in epochs"),
-    ),
-    build=_build,
-    defaults_for=_defaults_for,
-    description="Knowledge review: attention-based fusion of student stages, hierarchical context loss",
-))

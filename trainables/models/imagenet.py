@@ -14,7 +14,8 @@ import torchvision
 from torch import nn
 
 from ._init import init_weights
-from .base import Classifier, ModelOutput
+from ._registry import IMAGENET_LR, MODELS
+from .base import Classifier, Stage
 
 
 class TorchvisionResNet(Classifier):
@@ -29,13 +30,8 @@ class TorchvisionResNet(Classifier):
         self.classifier = net.fc
         self.num_features = net.fc.in_features
 
-    def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        stem = self.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(self.maxpool(stem))
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        f4 = self.layer4(f3)
-        return self.head([stem, f1, f2, f3, f4])
+    def stage_layers(self, x: torch.Tensor) -> list[Stage]:  # stages[0], the stem, is taken before the max-pool
+        return [lambda f: self.layer1(self.maxpool(f)), self.layer2, self.layer3, self.layer4]
 
 
 def _conv_bn(inp: int, oup: int, stride: int) -> nn.Sequential:
@@ -74,31 +70,28 @@ class MobileNetV1(Classifier):
                 in_channels = out_channels
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(in_channels, num_classes)
-        self.num_features = in_channels
+        self.set_head(in_channels, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        stem = self.stem(x)
-        f1 = self.layer1(stem)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        f4 = self.layer4(f3)
-        return self.head([stem, f1, f2, f3, f4])
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
 
 
+@MODELS.register("resnet18", style="imagenet", student_lr=IMAGENET_LR)
 def resnet18(num_classes: int) -> TorchvisionResNet:
     return TorchvisionResNet(torchvision.models.resnet18, num_classes)
 
 
+@MODELS.register("resnet34", style="imagenet", student_lr=IMAGENET_LR)
 def resnet34(num_classes: int) -> TorchvisionResNet:
     return TorchvisionResNet(torchvision.models.resnet34, num_classes)
 
 
+@MODELS.register("resnet50", style="imagenet", student_lr=IMAGENET_LR)
 def resnet50(num_classes: int) -> TorchvisionResNet:
     return TorchvisionResNet(torchvision.models.resnet50, num_classes)
 
 
+@MODELS.register("mobilenetv1", style="imagenet", student_lr=IMAGENET_LR)
 def mobilenetv1(num_classes: int) -> MobileNetV1:
     return MobileNetV1(num_classes)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ._init import init_weights
-from .base import Classifier, ModelOutput
+from ._registry import CIFAR_LIGHT_LR, MODELS
+from .base import Classifier, Stage
 
 # t (expansion), c (channels at width 1), n (blocks), s (stride of the first block)
 BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -65,22 +66,29 @@ class MobileNetV2(Classifier):
         self.blocks = nn.ModuleList(groups)
         last_channels = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = conv_bn_relu(in_channels, last_channels, 1)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(last_channels, num_classes)
-        self.num_features = last_channels
+        self.set_head(last_channels, num_classes)
         init_weights(self, linear_std=0.01)
 
-    def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        out = self.conv1(x)
-        stages = [out]
-        for i, block in enumerate(self.blocks):
-            out = block(out)
-            if i in STAGE_ENDS:
-                stages.append(out)
-        out = self.conv2(out)
-        stages.append(out)
-        return self.head(stages)
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+    def stage_layers(self, x: torch.Tensor) -> list[Stage]:
+        # a stage runs the block groups after the previous stage's end up to its own (the last end
+        # is the last group); the final 1x1 conv is the last stage
+        groups = list(self.blocks)
+        starts = (0,) + tuple(end + 1 for end in STAGE_ENDS[:-1])
+        stages: list[Stage] = [_chain(groups[a:b + 1]) for a, b in zip(starts, STAGE_ENDS)]
+        return stages + [self.conv2]
 
 
+def _chain(modules: list[nn.Module]) -> Stage:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for module in modules:
+            x = module(x)
+        return x
+    return run
+
+
+@MODELS.register("mobilenetv2", style="cifar", student_lr=CIFAR_LIGHT_LR)
 def mobilenetv2(num_classes: int) -> MobileNetV2:
     return MobileNetV2(num_classes, width_mult=0.5)

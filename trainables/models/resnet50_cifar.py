@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ._init import init_weights
-from .base import Classifier, ModelOutput
+from ._registry import CIFAR_LR, MODELS
+from .base import Classifier
 
 
 class Bottleneck(nn.Module):
@@ -58,19 +59,10 @@ class CifarResNet50(Classifier):
                 in_planes = planes * Bottleneck.expansion
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(in_planes, num_classes)
-        self.num_features = in_planes
+        self.set_head(in_planes, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        stem = self.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(stem)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        f4 = self.layer4(f3)
-        return self.head([stem, f1, f2, f3, f4])
 
-
+@MODELS.register("resnet50_cifar", style="cifar", student_lr=CIFAR_LR)
 def resnet50_cifar(num_classes: int) -> CifarResNet50:
     return CifarResNet50(num_classes)

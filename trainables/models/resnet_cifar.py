@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ._init import init_weights
-from .base import Classifier, ModelOutput
+from ._registry import CIFAR_LR, MODELS
+from .base import Classifier
 
 
 class BasicBlock(nn.Module):
@@ -58,39 +59,36 @@ class CifarResNet(Classifier):
                 in_planes = planes
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = layers
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(in_planes, num_classes)
-        self.num_features = in_planes
+        self.set_head(in_planes, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        stem = self.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(stem)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        return self.head([stem, f1, f2, f3])
+
+@MODELS.register("resnet8x4", style="cifar", student_lr=CIFAR_LR)
+def resnet8x4(num_classes: int) -> CifarResNet:
+    return CifarResNet(8, (32, 64, 128, 256), num_classes)
 
 
+@MODELS.register("resnet32x4", style="cifar", student_lr=CIFAR_LR)
+def resnet32x4(num_classes: int) -> CifarResNet:
+    return CifarResNet(32, (32, 64, 128, 256), num_classes)
+
+
+@MODELS.register("resnet8", style="cifar", student_lr=CIFAR_LR)
 def resnet8(num_classes: int) -> CifarResNet:
     """The smallest CIFAR ResNet (one block per stage): a quick student for the digits runs."""
     return CifarResNet(8, (16, 16, 32, 64), num_classes)
 
 
+@MODELS.register("resnet20", style="cifar", student_lr=CIFAR_LR)
 def resnet20(num_classes: int) -> CifarResNet:
     return CifarResNet(20, (16, 16, 32, 64), num_classes)
 
 
+@MODELS.register("resnet32", style="cifar", student_lr=CIFAR_LR)
 def resnet32(num_classes: int) -> CifarResNet:
     return CifarResNet(32, (16, 16, 32, 64), num_classes)
 
 
+@MODELS.register("resnet56", style="cifar", student_lr=CIFAR_LR)
 def resnet56(num_classes: int) -> CifarResNet:
     return CifarResNet(56, (16, 16, 32, 64), num_classes)
-
-
-def resnet8x4(num_classes: int) -> CifarResNet:
-    return CifarResNet(8, (32, 64, 128, 256), num_classes)
-
-
-def resnet32x4(num_classes: int) -> CifarResNet:
-    return CifarResNet(32, (32, 64, 128, 256), num_classes)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ._init import init_weights
-from .base import Classifier, ModelOutput
+from ._registry import CIFAR_LIGHT_LR, MODELS
+from .base import Classifier
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -74,18 +75,10 @@ class ShuffleNetV1(Classifier):
                 in_planes = planes
             stages.append(nn.Sequential(*units))
         self.layer1, self.layer2, self.layer3 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(in_planes, num_classes)
-        self.num_features = in_planes
+        self.set_head(in_planes, num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        stem = self.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(stem)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        return self.head([stem, f1, f2, f3])
 
-
+@MODELS.register("shufflenetv1", style="cifar", student_lr=CIFAR_LIGHT_LR)
 def shufflenetv1(num_classes: int) -> ShuffleNetV1:
     return ShuffleNetV1(num_classes)

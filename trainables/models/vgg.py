@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ._init import init_weights
-from .base import Classifier, ModelOutput
+from ._registry import CIFAR_LR, MODELS
+from .base import Classifier, Stage
 
 CFG: dict[str, list[list[int]]] = {
     "vgg8": [[64], [128], [256], [512], [512]],
@@ -40,24 +41,27 @@ class VGG(Classifier):
             in_channels = widths[-1]
         self.block0, self.block1, self.block2, self.block3, self.block4 = blocks
         self.pool = nn.MaxPool2d(2, 2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(in_channels, num_classes)
-        self.num_features = in_channels
+        self.set_head(in_channels, num_classes)
         init_weights(self, linear_std=0.01)
 
-    def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        large = x.shape[-2] >= 64
-        f0 = self.block0(x)
-        f1 = self.block1(self.pool(f0))
-        f2 = self.block2(self.pool(f1))
-        f3 = self.block3(self.pool(f2))
-        f4 = self.block4(self.pool(f3) if large else f3)
-        return self.head([f0, f1, f2, f3, f4])
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block0(x)
+
+    def stage_layers(self, x: torch.Tensor) -> list[Stage]:
+        large = x.shape[-2] >= 64  # the fourth max-pool only for 64-pixel inputs
+        return [
+            lambda f: self.block1(self.pool(f)),
+            lambda f: self.block2(self.pool(f)),
+            lambda f: self.block3(self.pool(f)),
+            (lambda f: self.block4(self.pool(f))) if large else self.block4,
+        ]
 
 
+@MODELS.register("vgg8", style="cifar", student_lr=CIFAR_LR)
 def vgg8(num_classes: int) -> VGG:
     return VGG(CFG["vgg8"], num_classes)
 
 
+@MODELS.register("vgg13", style="cifar", student_lr=CIFAR_LR)
 def vgg13(num_classes: int) -> VGG:
     return VGG(CFG["vgg13"], num_classes)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ._init import init_weights
-from .base import Classifier, ModelOutput
+from ._registry import CIFAR_LR, MODELS
+from .base import Classifier, Stage
 
 
 class PreActBlock(nn.Module):
@@ -40,6 +41,8 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(Classifier):
+    stem_is_stage = False  # stages are the three groups' outputs
+
     def __init__(self, depth: int, widen_factor: int, num_classes: int, drop_rate: float = 0.0) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0:
@@ -58,23 +61,25 @@ class WideResNet(Classifier):
         self.block1, self.block2, self.block3 = groups
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(in_planes, num_classes)
-        self.num_features = in_planes
+        self.set_head(in_planes, num_classes)
         init_weights(self)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward_features(self, x: torch.Tensor) -> ModelOutput:
-        out = self.conv1(x)
-        f1 = self.block1(out)
-        f2 = self.block2(f1)
-        f3 = self.relu(self.bn1(self.block3(f2)))
-        return self.head([f1, f2, f3])
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+    def stage_layers(self, x: torch.Tensor) -> list[Stage]:
+        return [self.block1, self.block2, self.block3]
+
+    def pre_pool(self, features: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn1(features))  # the final BN-ReLU of a pre-activation network
 
 
+@MODELS.register("wrn_40_1", style="cifar", student_lr=CIFAR_LR)
 def wrn_40_1(num_classes: int) -> WideResNet:
     return WideResNet(40, 1, num_classes)
 
 
+@MODELS.register("wrn_40_2", style="cifar", student_lr=CIFAR_LR)
 def wrn_40_2(num_classes: int) -> WideResNet:
     return WideResNet(40, 2, num_classes)

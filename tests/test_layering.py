@@ -1,0 +1,87 @@
+"""The house's rules, checked: which package may import which, and which commands never load torch or Ray.
+
+Dependencies point one way: orchestrator -> results, search_spaces, trainables; results ->
+trainables (its torch-free modules); search_spaces -> trainables. The engine, data, models and
+methods import neither orchestrator nor results. Commands that only read files (`ltkd --help`,
+`ltkd data describe`, and `ltkd status` / `ltkd report` in tests/test_sweep.py) load neither
+torch nor Ray.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = {
+    "trainables": ("orchestrator", "results", "search_spaces"),
+    "search_spaces": ("orchestrator", "results"),
+    "results": ("orchestrator",),
+}
+
+
+def imported_packages(path: Path) -> set[tuple[str, int]]:
+    """(top-level package, line) of every import in a file, function-local ones included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {(alias.name.split(".")[0], node.lineno) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add((node.module.split(".")[0], node.lineno))
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_dependencies_point_one_way(package):
+    offences = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+                for path in sorted((ROOT / package).rglob("*.py"))
+                for name, line in sorted(imported_packages(path)) if name in FORBIDDEN[package]]
+    assert not offences, "\n".join(offences)
+
+
+def test_the_checker_sees_function_local_imports(tmp_path):
+    """The rule above would pass vacuously if the scan missed imports inside functions."""
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from results.store import write_trial\n    import orchestrator.plan\n")
+    assert {name for name, _ in imported_packages(path)} == {"results", "orchestrator"}
+
+
+# What a command loaded, run as `ltkd` runs it, in a fresh interpreter.
+PROBE = ("import json, sys\nfrom orchestrator.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
+         "except SystemExit as exc:  # --help\n    rc = exc.code\n"
+         "print('LOADED ' + json.dumps({'rc': rc, 'heavy': sorted(m for m in ('torch', 'torchvision', 'ray') "
+         "if m in sys.modules)}))\n")
+
+
+def loaded_by(*args: str, cwd: Path | None = None) -> dict:
+    """{'rc': exit code, 'heavy': which of torch, torchvision, ray the command `ltkd ARGS` imported}."""
+    result = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True,
+                            timeout=600, cwd=cwd or ROOT)
+    line = [line for line in result.stdout.splitlines() if line.startswith("LOADED ")]
+    assert line, result.stdout + result.stderr
+    return json.loads(line[-1][len("LOADED "):])
+
+
+def test_the_probe_sees_torch_when_a_command_loads_it(tmp_path):
+    """A command that builds a run checks its architecture in the model registry, which loads torch:
+    the probe must say so (else the torch-free checks below would prove nothing)."""
+    outcome = loaded_by("train", "teacher", "--dataset", "digits", "--imbalance-factor", "10", "--epochs", "0",
+                        "--out", tmp_path / "run")
+    assert outcome["rc"] == 2 and "torch" in outcome["heavy"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],
+    ["sweep", "--help"],
+    ["report", "--help"],
+    ["train", "student", "--help"],
+    ["data", "describe", "--dataset", "digits", "--imbalance-factor", "10"],
+])
+def test_commands_that_only_read_never_load_torch_or_ray(args):
+    outcome = loaded_by(*args)
+    assert outcome["heavy"] == [], f"ltkd {' '.join(args)} loaded {outcome['heavy']}"

@@ -6,11 +6,13 @@ import argparse
 import importlib
 import sys
 
+from trainables.data.sources import DATASETS
 from trainables.errors import UserError
 
 EXIT_USER_ERROR = 2
 # Modules that add subcommands: each has add_commands(subparsers).
-COMMAND_MODULES = ("orchestrator.train_cli", "orchestrator.sweep_cli", "results.report_cli")
+COMMAND_MODULES = ("orchestrator.train_cli", "orchestrator.sweep_cli", "results.report_cli", "results.best",
+                   "orchestrator.config_cli")
 
 
 def _number(text: str) -> float:
@@ -38,6 +40,46 @@ def _version() -> str:
         return "(not installed)"
 
 
+def known(registry) -> str:
+    """The names a registry knows, for help texts ("a, b or c")."""
+    names = registry.names()
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """`ltkd list`: what the registries hold (models load torch to register; the rest do not)."""
+    from search_spaces import SPACES
+    from trainables.methods import METHODS, table_order
+
+    what = args.what
+    if what in ("methods", "all"):
+        print("methods (table order; * = searched by default):")
+        for name in table_order():
+            spec = METHODS[name]
+            knobs = ", ".join(sorted(k for k in spec.knobs))
+            print(f"  {name:<9} {spec.label:<9} {spec.kind:<8}{'*' if name in SPACES else ' '} {knobs}")
+    if what in ("datasets", "all"):
+        print("datasets:")
+        for name, spec in DATASETS.items():
+            print(f"  {name:<13} {spec.label:<16} {spec.num_classes:>5} classes  {spec.image_size}px  "
+                  f"validation {spec.validation_per_class}/class  root: {spec.layout}")
+    if what in ("models", "all"):
+        from trainables.models import MODELS
+
+        print("models (style, student learning rate):")
+        for name, spec in MODELS.items():
+            print(f"  {name:<15} {spec.style:<9} {spec.student_lr:g}")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """`ltkd completion bash|zsh`: the shell completion script (shtab reads this very parser)."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltkd",
@@ -53,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe = data_commands.add_parser(
         "describe", help="per-class counts, group sizes and totals of a long-tailed training set"
     )
-    describe.add_argument("--dataset", required=True, help="digits, cifar100, tinyimagenet or imagenet")
+    describe.add_argument("--dataset", required=True, help=f"one of {known(DATASETS)}")
     describe.add_argument("--root", default=None, help="folder holding the dataset (not needed for digits)")
     describe.add_argument("--imbalance-factor", type=_number, required=True,
                           help="ratio of the largest to the smallest class (gamma), >= 1")
@@ -61,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--validation-per-class", type=int, default=None,
                           help="images per class held out for validation (default: the dataset's; 0: the paper's counts)")
     describe.set_defaults(handler=cmd_data_describe)
+
+    listing = commands.add_parser("list", help="the registered methods, datasets and models")
+    listing.add_argument("what", nargs="?", default="all", choices=("all", "methods", "datasets", "models"))
+    listing.set_defaults(handler=cmd_list)
+
+    completion = commands.add_parser("completion", help="print a shell completion script: "
+                                     "`eval \"$(ltkd completion bash)\"` (or put it in your shell's startup file)")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(handler=cmd_completion)
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_commands(commands)

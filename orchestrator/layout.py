@@ -66,8 +66,12 @@ class SweepLayout:
     def ray(self) -> Location:
         return self.folder / RAY_DIR
 
+    @property
+    def runs(self) -> Location:
+        return self.folder / RUNS_DIR
+
     def teacher_dir(self, name: str) -> Location:
         return self.storage / TEACHERS_DIR / name
 
     def student_dir(self, cell: str, name: str) -> Location:
-        return self.folder / RUNS_DIR / cell / name
+        return self.runs / cell / name

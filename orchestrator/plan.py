@@ -221,5 +221,6 @@ def plan_summary(config: SweepConfig) -> dict[str, Any]:
         "seeds": list(config.seeds), "teacher_seeds": list(config.teacher_seeds),
         "teachers": [{"name": run.run_dir.name, "epochs": run.epochs} for run in teacher_runs(config)],
         "search_trials": sum(cell.entry.search.n_trials for cell in searched),
+        "searched_cells": len(searched),
         "final_runs": len(cells(config)) * len(config.seeds),
     }

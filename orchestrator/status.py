@@ -50,13 +50,16 @@ def sweep_status(folder: str | Path) -> str:
     lines.append(f"teachers: {finished}/{len(teachers)} finished")
 
     records = _records(layout)
+    running = running_runs(layout, plan)
+    lines += [f"running: {len(running)} trials"] + [f"  {line}" for line in running]
     for stage in ("search", "final"):
         stage_records = records[records["stage"] == stage] if len(records) else records
         counts = Counter(stage_records["status"]) if len(stage_records) else Counter()
         planned = plan["search_trials"] if stage == "search" else plan["final_runs"]
         ended = sum(counts.values())
+        eta = _time_left(stage_records, planned - ended, len(running))
         lines.append(f"{stage}: {ended}/{planned} trials ended ({counts.get('completed', 0)} completed, "
-                     f"{counts.get('early_stopped', 0)} early-stopped, {counts.get('errored', 0)} errored)")
+                     f"{counts.get('early_stopped', 0)} early-stopped, {counts.get('errored', 0)} errored){eta}")
         metric = plan["objective_metric"]  # what the searches maximise: never a test metric with selection "val"
         if stage == "search" and len(stage_records) and metric in stage_records:
             best = stage_records[stage_records["status"] == "completed"].groupby("cell")[metric].max()
@@ -76,3 +79,64 @@ def _records(layout: SweepLayout):
     if "row_kind" in frame:
         frame = frame[frame["row_kind"] == "final"]
     return frame
+
+
+def running_runs(layout: SweepLayout, plan: dict[str, Any]) -> list[str]:
+    """A line per run whose folder a live process holds: where it is, its epoch, last metric, hyperparameters."""
+    from trainables.locks import Lease
+    from trainables.run_files import CONFIG_NAME, METRICS_NAME, RUN_LOCK_NAME, parse_metrics
+
+    folders = [(f"teacher {t['name']}", layout.teacher_dir(t["name"])) for t in plan["teachers"]]
+    for cell in layout.runs.subfolders():
+        folders += [(f"{cell}/{name}", layout.runs / cell / name) for name in (layout.runs / cell).subfolders()]
+    lines = []
+    for label, folder in folders:
+        holder, alive, where = Lease(folder / RUN_LOCK_NAME).holder_state()
+        if holder is None or not alive:
+            continue
+        try:
+            config = json.loads((folder / CONFIG_NAME).read_text() or "{}")
+            history = parse_metrics((folder / METRICS_NAME).read_text() or "")
+        except ValueError:  # a file being rewritten: shown next time
+            config, history = {}, []
+        last = history[-1] if history else {}
+        metric = plan["objective_metric"]
+        value = f", {metric} {last[metric]:.2f}" if isinstance(last.get(metric), (int, float)) else ""
+        hparams = ", ".join(f"{k}={_short(v)}" for k, v in sorted((config.get("hparams") or {}).items()))
+        lines.append(f"{label}: epoch {last.get('epoch', 0)}/{config.get('epochs', '?')}{value}, {where}"
+                     + (f" | {hparams}" if hparams and config.get("role") == "student" else ""))
+    return lines
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _time_left(records, left: int, running: int) -> str:
+    """", about N min left" from the median wall time of the stage's ended trials and the trials running now."""
+    if left <= 0 or not len(records) or "wall_seconds" not in records:
+        return ""
+    durations = records.loc[records["status"] == "completed", "wall_seconds"].dropna()
+    if not len(durations) or not running:
+        return ""
+    minutes = float(durations.median()) * left / running / 60
+    return f", about {minutes:.1f} min left at {running} at once (median trial {float(durations.median()) / 60:.1f} min)"
+
+
+def watch(folder: str | Path, every: float = 10.0, stream=None) -> int:
+    """`ltkd status --watch`: the status again every `every` seconds until the sweep's driver is gone."""
+    import sys
+    import time
+
+    from orchestrator.console import stamp
+
+    stream = stream or sys.stdout
+    while True:
+        text = sweep_status(folder)
+        if stream.isatty():
+            stream.write("\033[H\033[J")  # redraw in place
+        stream.write(f"{stamp()}\n{text}\n")
+        stream.flush()
+        if "driver: none" in text or "not running" in text:
+            return 0
+        time.sleep(every)

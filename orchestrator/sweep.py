@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.console import say
 from orchestrator.layout import LOCK_FILE, SWEEP_FILE
 from orchestrator.plan import (PlannedRun, cells, final_runs, layout, plan_summary, storage_root, sweep_dir,
                               teacher_runs)
@@ -43,6 +44,20 @@ def preflight(config: SweepConfig, address: str | None) -> None:
     _check_writable(sweep_dir(config).parent)
     if address and address != "auto":
         _check_reachable(address)
+    if config.tracking.mlflow_experiment:
+        _check_mlflow(config.tracking.mlflow_tracking_uri)
+
+
+def _check_mlflow(tracking_uri: str | None) -> None:
+    """The MLflow tracking store answers (before Ray starts: Tune would fail its first stage with a traceback)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 (any failure of the store is the user's to fix)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SweepError(f"tracking.mlflow_tracking_uri {tracking_uri or '(MLflow default)'} cannot be used "
+                         f"({first[:300]}); fix it (e.g. sqlite:///mlflow.db) or remove tracking.mlflow_experiment") from None
 
 
 def _check_writable(folder: Location) -> None:
@@ -172,28 +187,12 @@ STALE_AFTER_SECONDS = 120.0
 
 
 def driver_state(folder: Location) -> str:
-    """The sweep's driver as `ltkd status` shows it; reads only.
+    """The sweep's driver as `ltkd status` shows it; reads only (see Lease.holder_state)."""
+    from trainables.locks import Lease
 
-    On the driver's machine this is exact. From elsewhere one look cannot watch a heartbeat change,
-    so the heartbeat's age is read by the two machines' wall clocks (which may differ); taking
-    over a lock never relies on that (see DriverLock).
-    """
-    from trainables.locks import Lease, ProcessIdentity
-
-    lease = Lease(folder / LOCK_FILE)
-    holder = lease.info()
+    holder, alive, where = Lease(folder / LOCK_FILE, stale_after=STALE_AFTER_SECONDS).holder_state()
     if holder is None:
         return "driver: none"
-    identity = ProcessIdentity.from_record(holder)
-    alive = identity.alive() if identity is not None else None
-    where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
-    if alive is None:
-        beat = lease.heartbeat_of(holder) or {}
-        stamp = beat.get("time", holder.get("since"))
-        age = time.time() - stamp if isinstance(stamp, (int, float)) else float("inf")
-        stale_after = holder.get("stale_after")
-        alive = age < (stale_after if isinstance(stale_after, (int, float)) else STALE_AFTER_SECONDS)
-        where += f" (another machine; last heartbeat {age:.0f} s ago by the two machines' clocks)"
     state = "running" if alive else "not running (stopped or killed: `ltkd resume` continues it)"
     return f"driver: {where}, {state}"
 
@@ -216,7 +215,7 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, s
     from ray import tune
 
     from orchestrator.records import write_record
-    from orchestrator.tune_glue import Progress, ltkd_trial
+    from orchestrator.tune_glue import Progress, ltkd_trial, trial_dirname
     from trainables.trial import TrialSpec
 
     def on_end(trial: dict, status: str, started: float) -> None:
@@ -234,17 +233,38 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, s
         param_space=param_space or {},
         tune_config=tune.TuneConfig(num_samples=1 if search_alg is None else total, search_alg=search_alg,
                                     scheduler=scheduler, metric=config.objective_metric if scheduler else None,
-                                    mode="max" if scheduler else None),
+                                    mode="max" if scheduler else None, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=ray_path, storage_filesystem=filesystem,
+            # One experiment folder per stage, resumes included (trial ids differ across resumes, so
+            # their folders do too); Tune's result.json / progress.csv / events stay on, for
+            # tune.ExperimentAnalysis and TensorBoard.
+            name=stage, storage_path=ray_path, storage_filesystem=filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_retries),
-            callbacks=[progress], verbose=2 if verbose else 0,
+            callbacks=[progress, *tracking_callbacks(config, stage)], verbose=2 if verbose else 0,
         ),
     )
     try:
         return tuner.fit()
     finally:
         progress.close()
+
+
+def tracking_callbacks(config: SweepConfig, stage: str) -> list:
+    """Ray Tune's own W&B and MLflow loggers, when the config's [tracking] section asks for them
+    (validate checked the packages are installed): every trial's reported metrics, per epoch."""
+    tracking, callbacks = config.tracking, []
+    if tracking.wandb_project:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        callbacks.append(WandbLoggerCallback(project=tracking.wandb_project, group=f"{config.name}/{stage}",
+                                             **({"entity": tracking.wandb_entity} if tracking.wandb_entity else {})))
+    if tracking.mlflow_experiment:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=tracking.mlflow_tracking_uri,
+                                              experiment_name=tracking.mlflow_experiment,
+                                              tags={"sweep": config.name, "stage": stage}))
+    return callbacks
 
 
 def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: bool, stop_check=None) -> int:
@@ -258,7 +278,7 @@ def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: 
         else:
             todo.append(run)
     reused = len(runs) - len(todo)
-    print(f"{stage}: {len(runs)} runs, {reused} already finished (reused), {len(todo)} to run")
+    say(f"{stage}: {len(runs)} runs, {reused} already finished (reused), {len(todo)} to run")
     if not todo:
         return 0
     grid = tune.grid_search([run.trial_config(config) for run in todo])
@@ -284,7 +304,7 @@ def _run_searches(config: SweepConfig, searches: list[CellSearch], verbose: bool
             _ensure_record(run, config)
     total = sum(search.remaining() for search in searches)
     done = sum(search.ended() for search in searches)
-    print(f"search: {len(searches)} cells, {done} trials already ended, {total} to run (maximising "
+    say(f"search: {len(searches)} cells, {done} trials already ended, {total} to run (maximising "
           f"{config.objective_metric}, search seed {config.search_seed})")
     errors = 0
     if total:
@@ -303,7 +323,7 @@ def _run_searches(config: SweepConfig, searches: list[CellSearch], verbose: bool
     for search in searches:
         hparams = search.best_hparams()
         if hparams is None:  # left out of `best`: its finals run at the defaults and are recorded so
-            print(f"search: {search.cell.key} has no completed trial; its final runs use the defaults")
+            say(f"search: {search.cell.key} has no completed trial; its final runs use the defaults")
             from trainables.methods import get_method
 
             warning = get_method(search.cell.entry.method).guessed_defaults_warning(search.cell.setting.dataset,
@@ -329,6 +349,12 @@ def _warn_guessed_defaults(config: SweepConfig) -> None:
             print(f"warning: {cell.entry.label}: {warning}", file=sys.stderr)
 
 
+def _plan_line(plan: dict) -> str:
+    """The plan, announced when a driver starts (each stage then says how much of it is already done)."""
+    return (f"plan: {len(plan['teachers'])} teachers, {plan['search_trials']} search trials over "
+            f"{plan['searched_cells']} cells, {plan['final_runs']} final runs ({len(plan['seeds'])} seeds per cell)")
+
+
 def run_epochs(config: SweepConfig, search: CellSearch) -> int:
     return search.planned(0, dict(search.cell.entry.hparams)).epochs
 
@@ -346,8 +372,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
     with DriverLock(folder, force=force) as lock:
         started = time.time()
         # For `ltkd status`, which reads files only (rewritten by every driver: the code planning it may be newer).
-        layout(config).plan_file.write_text(json.dumps(plan_summary(config), indent=1))
-        print(f"sweep {config.name}: {folder}" + (" (resuming)" if resume else ""))
+        plan = plan_summary(config)
+        layout(config).plan_file.write_text(json.dumps(plan, indent=1))
+        say(f"sweep {config.name}: {folder}" + (" (resuming)" if resume else ""))
+        say(_plan_line(plan))
         _start_ray(address, verbose, config)
         try:
             errors = _run_grid(config, "teachers", teacher_runs(config), verbose, lock.taken_over)
@@ -367,7 +395,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
             import ray
 
             ray.shutdown()
-        print(f"sweep {config.name} finished in {(time.time() - started) / 60:.1f} min")
+        say(f"sweep {config.name} finished in {(time.time() - started) / 60:.1f} min")
         _print_table(folder)
         failed = search_errors + final_errors
         if failed:
@@ -381,7 +409,6 @@ def _start_ray(address: str | None, verbose: bool, config: SweepConfig) -> None:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=verbose, configure_logging=True,
                                   logging_level="INFO" if verbose else "ERROR")
     # Workers import this package from the same environment; make the source tree importable too.
@@ -396,7 +423,7 @@ def _start_ray(address: str | None, verbose: bool, config: SweepConfig) -> None:
     if address:
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         total = ray.cluster_resources()
-        print(f"joined the Ray cluster at {address} ({ray.get_runtime_context().gcs_address}): {len(nodes)} nodes, "
+        say(f"joined the Ray cluster at {address} ({ray.get_runtime_context().gcs_address}): {len(nodes)} nodes, "
               f"{total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs")
 
 

@@ -1,4 +1,4 @@
-"""`ltkd sweep`, `ltkd resume`, `ltkd status`."""
+"""`ltkd sweep`, `ltkd plan`, `ltkd resume`, `ltkd status`."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,8 @@ from pathlib import Path
 QUICKSTART = Path(__file__).with_name("quickstart.toml")
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from orchestrator.sweep import run_sweep
+def _config_of(args: argparse.Namespace):
+    """The sweep config of `ltkd sweep` / `ltkd plan`: the file (or the quickstart) with --storage and --name."""
     from orchestrator.sweep_config import check_storage, check_sweep_name, load_config, validate
 
     config = load_config(QUICKSTART if args.config is None else args.config)
@@ -22,7 +22,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         config.name = args.name
     if args.storage is not None or args.name is not None:
         validate(config)
-    return run_sweep(config, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
+    return config
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import run_sweep
+
+    return run_sweep(_config_of(args), address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.dry_run import plan_report
+
+    print(plan_report(_config_of(args), estimate=not args.no_estimate))
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -34,10 +47,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.status import sweep_status
+    from orchestrator.status import sweep_status, watch
 
+    if args.watch:
+        return watch(args.sweep_dir, every=max(1.0, args.every))
     print(sweep_status(args.sweep_dir))
     return 0
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", default=None, help="sweep config (.toml, .yaml or .json; default: the "
+                        "quickstart)")
+    parser.add_argument("--storage", default=None, help="override the config's storage folder")
+    parser.add_argument("--name", default=None, help="override the config's sweep name")
 
 
 def _cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -48,11 +70,16 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(commands) -> None:
     sweep = commands.add_parser("sweep", help="run a sweep (no CONFIG: the digits quickstart)")
-    sweep.add_argument("config", nargs="?", default=None, help="sweep config (.toml, .yaml or .json)")
-    sweep.add_argument("--storage", default=None, help="override the config's storage folder")
-    sweep.add_argument("--name", default=None, help="override the config's sweep name")
+    _config_options(sweep)
     _cluster_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)
+
+    plan = commands.add_parser("plan", help="what a sweep would run (runs per stage, already done, epochs, teacher "
+                               "caches) and an estimate of its device-hours; writes nothing")
+    _config_options(plan)
+    plan.add_argument("--no-estimate", action="store_true", help="counts only (the estimate may time a few training "
+                      "steps on this machine when no earlier runs on the storage say how long an epoch takes)")
+    plan.set_defaults(handler=cmd_plan)
 
     resume = commands.add_parser("resume", help="continue a sweep whose driver died or was stopped")
     resume.add_argument("sweep_dir", help="the sweep folder (storage/name)")
@@ -63,4 +90,7 @@ def add_commands(commands) -> None:
 
     status = commands.add_parser("status", help="where a sweep stands (reads only, changes nothing)")
     status.add_argument("sweep_dir", help="the sweep folder (storage/name)")
+    status.add_argument("--watch", action="store_true", help="show it again every --every seconds until the "
+                        "sweep's driver stops (Ctrl-C ends watching; the sweep goes on)")
+    status.add_argument("--every", type=float, default=10.0, metavar="SECONDS", help="with --watch (default 10)")
     status.set_defaults(handler=cmd_status)

@@ -1,7 +1,8 @@
 """Sweep configuration files (TOML or YAML): typed dataclasses, validated before Ray starts.
 
 Every key is checked: an unknown key or an impossible value is an error that names the key
-(`methods[2].search.n_trials must be >= 1, got 0`).
+(`methods[2].search.n_trials must be >= 1, got 0`). `json_schema()` states the same keys, types,
+defaults and choices as a JSON Schema for editors (`ltkd config schema`).
 
 The comparison protocol (issue 13) lives here too, each rule in one place:
 - `selection` ("val", the default, or "test", the paper's protocol): what searches maximise,
@@ -23,11 +24,13 @@ import functools
 import json
 import math
 import re
+import importlib.util
 import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from trainables.config import TEACHER_CACHE_MODES
 from trainables.errors import UserError
 from trainables.metrics import OBJECTIVES, validation_twin
 
@@ -89,6 +92,21 @@ class ResourcesEntry:
 
 
 @dataclass
+class TrackingEntry:
+    """Where trials' per-epoch metrics also go, besides the Parquet store and the TensorBoard files in
+    every run folder (always written). Each needs its optional package: pip install 'ltkd-sweep[wandb]'
+    or 'ltkd-sweep[mlflow]'; the login or tracking server comes from their usual environment variables."""
+
+    wandb_project: str | None = None  # Weights & Biases project; runs are grouped by sweep and stage
+    wandb_entity: str | None = None
+    mlflow_experiment: str | None = None  # MLflow experiment name
+    mlflow_tracking_uri: str | None = None  # None: MLflow's default (MLFLOW_TRACKING_URI or ./mlruns)
+
+
+TRACKING_PACKAGES = {"wandb_project": ("wandb", "wandb"), "mlflow_experiment": ("mlflow", "mlflow")}
+
+
+@dataclass
 class SweepConfig:
     name: str
     storage: str = "sweeps"  # folder (local or shared, e.g. NFS) or a pyarrow URI; the sweep lives in storage/name
@@ -110,6 +128,7 @@ class SweepConfig:
     search_seeds: list[int] | None = None  # None: [max(seeds) + 1], a seed no final run uses
     teacher_seeds: list[int] = field(default_factory=lambda: [0])  # one seed for all, or equal to seeds
     search_baselines: bool = True  # method entries without a `search` key get the searched entries' n_trials
+    tracking: TrackingEntry = field(default_factory=TrackingEntry)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -402,10 +421,14 @@ def validate(config: SweepConfig) -> None:
         value = getattr(config, key)
         need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
              f"{key} must be an integer >= 1, got {value!r}")
-    need(config.teacher_cache in ("auto", "on", "off"), f"teacher_cache must be on, auto or off, got {config.teacher_cache!r}")
+    need(config.teacher_cache in TEACHER_CACHE_MODES, f"teacher_cache must be on, auto or off, got {config.teacher_cache!r}")
     need(config.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
     _validate_protocol(config, need)
     need(isinstance(config.max_retries, int) and config.max_retries >= 0, f"max_retries must be >= 0, got {config.max_retries!r}")
+    for key, (module, extra) in TRACKING_PACKAGES.items():
+        if getattr(config.tracking, key) is not None and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"tracking.{key} needs the {module} package: pip install 'ltkd-sweep[{extra}]' "
+                              f"(or remove tracking.{key})")
     need(isinstance(config.scheduler.asha, bool), "scheduler.asha must be true or false")
     need(isinstance(config.scheduler.grace_period, int) and config.scheduler.grace_period >= 1,
          f"scheduler.grace_period must be an integer >= 1, got {config.scheduler.grace_period!r}")
@@ -526,3 +549,122 @@ def _validate_validation_split(config: SweepConfig, entry: DatasetEntry, where: 
         need_user(check_imbalance_factor, entry.name, factor,
                   f"{key} {holdout} leaves the tail class no training image: imbalance factor",
                   validation_per_class=holdout)
+
+
+# ---------------------------------------------------------------------------------------------- JSON Schema
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+_SCHEMA_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _schema_extras() -> dict[tuple[type, str], dict[str, Any]]:
+    """What the schema says of a field beyond its type: the choices and limits `validate` checks.
+
+    A necessary condition only (a config the schema accepts can still be refused, e.g. a factor that
+    leaves a tail class empty); every limit here is one `validate` enforces, which
+    tests/test_config_schema.py checks value by value. The registries read here are torch-free
+    (architectures are not: pairs' names stay plain strings).
+    """
+    from trainables.config import _DEVICE_PATTERN
+    from trainables.data.sources import DATASETS
+    from trainables.methods import METHODS
+
+    at_least_one = {"minItems": 1}
+    seed_list = {"minItems": 1, "uniqueItems": True}
+    return {
+        (SweepConfig, "name"): {"pattern": f"^{NAME_PATTERN.pattern}$", "not": {"enum": [".", ".."]}},
+        (SweepConfig, "storage"): {"pattern": r"\S"},
+        (SweepConfig, "datasets"): at_least_one,
+        (SweepConfig, "pairs"): at_least_one,
+        (SweepConfig, "methods"): at_least_one,
+        (SweepConfig, "seeds"): seed_list,
+        (SweepConfig, "teacher_epochs"): {"minimum": 1},
+        (SweepConfig, "student_epochs"): {"minimum": 1},
+        (SweepConfig, "batch_size"): {"minimum": 1},
+        (SweepConfig, "objective"): {"enum": list(OBJECTIVES)},
+        (SweepConfig, "max_retries"): {"minimum": 0},
+        (SweepConfig, "device"): {"pattern": f"^(?:{_DEVICE_PATTERN.pattern})$"},
+        (SweepConfig, "teacher_cache"): {"enum": list(TEACHER_CACHE_MODES)},
+        (SweepConfig, "selection"): {"enum": list(SELECTIONS)},
+        (SweepConfig, "search_seeds"): {**seed_list, "maxItems": 1},
+        (SweepConfig, "teacher_seeds"): seed_list,
+        (DatasetEntry, "name"): {"enum": list(DATASETS)},
+        (DatasetEntry, "imbalance_factors"): {"minItems": 1, "items": {"minimum": 1}},
+        (DatasetEntry, "validation_per_class"): {"minimum": 0},
+        (MethodEntry, "method"): {"enum": list(METHODS)},
+        (SearchEntry, "n_trials"): {"minimum": 1},
+        (SchedulerEntry, "grace_period"): {"minimum": 1},
+        (SchedulerEntry, "reduction_factor"): {"minimum": 2},
+        (ResourcesEntry, "cpus_per_trial"): {"exclusiveMinimum": 0},
+        (ResourcesEntry, "gpus_per_trial"): {"minimum": 0},
+    }
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _type_schema(hint: Any, defs: dict[str, Any], extras: dict) -> dict[str, Any]:
+    """The JSON Schema of a declared type, as `_typed` reads it (nested entries go to `defs`)."""
+    if hint is Any:
+        return {}
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        options = [{"type": "null"} if a is type(None) else _type_schema(a, defs, extras) for a in args]
+        if all(set(o) == {"type"} for o in options):  # scalars: one `type` list
+            return {"type": [o["type"] for o in options]}
+        return {"anyOf": options}
+    if dataclasses.is_dataclass(hint):
+        if hint.__name__ not in defs:
+            defs[hint.__name__] = None  # reserved first: an entry that refers to itself stops here
+            defs[hint.__name__] = _entry_schema(hint, defs, extras)
+        return {"$ref": f"#/$defs/{hint.__name__}"}
+    if origin in (list, tuple):
+        return {"type": "array", "items": _type_schema(args[0] if args else Any, defs, extras)}
+    if origin is dict:
+        value = _type_schema(args[1], defs, extras) if args else {}
+        return {"type": "object", **({"additionalProperties": value} if value else {})}
+    if hint in _SCHEMA_TYPES:
+        return {"type": _SCHEMA_TYPES[hint]}
+    raise TypeError(f"no JSON Schema for the declared type {hint!r}; add it to _type_schema (and _typed)")
+
+
+def _default_json(value: Any) -> Any:
+    return asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def _entry_schema(cls, defs: dict[str, Any], extras: dict) -> dict[str, Any]:
+    """One table (a dataclass): its keys' types, defaults and limits; required keys; no other key."""
+    hints = _field_types(cls)
+    properties, required = {}, []
+    for f in fields(cls):
+        extra = extras.get((cls, f.name), {})
+        prop = _merged(_type_schema(hints[f.name], defs, extras), extra)
+        default = (f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                   if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if default is dataclasses.MISSING or (isinstance(default, list) and len(default) < extra.get("minItems", 0)):
+            required.append(f.name)  # no default, or one validate refuses (datasets = []): the key must be given
+        else:
+            prop["default"] = _default_json(default)
+        if cls is MethodEntry and f.name == "search":
+            prop["description"] = ("a table: searched; true: searched over the default space; false: never "
+                                   "searched; absent: searched when search_baselines gives it a budget")
+        properties[f.name] = prop
+    schema = {"type": "object", "title": cls.__name__, "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def json_schema() -> dict[str, Any]:
+    """The sweep config's JSON Schema (draft 2020-12), derived from the dataclasses `_build` reads:
+    every key's type and default, the choices of choice keys, the simple limits of `validate`, and
+    no unknown key (additionalProperties false). For editors: `ltkd config schema`."""
+    defs: dict[str, Any] = {}
+    root = _entry_schema(SweepConfig, defs, _schema_extras())
+    return {"$schema": JSON_SCHEMA_DIALECT, "title": "ltkd sweep config",
+            "description": "A sweep config for `ltkd sweep CONFIG` (TOML, YAML or JSON); written by `ltkd config schema`.",
+            **{k: v for k, v in root.items() if k != "title"}, "$defs": defs}

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainables.config import AMP_MODES, DEVICES, TEACHER_CACHE_MODES
+from trainables.data.sources import DATASETS
 from trainables.errors import UserError
+from trainables.methods import METHODS
 
 # Convenience flags for the hyperparameters the paper searches; anything else goes through --set.
 HPARAM_FLAGS = {"alpha": "alpha", "beta": "beta", "temperature": "temperature", "groups": "n_groups"}
@@ -79,6 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainables.config import check_device, check_imbalance_factor, check_validation_per_class
     from trainables.data.sources import get_dataset
     from trainables.engine import fit
+    from trainables.run_files import TrainLog
+    from trainables.tracking import TensorBoardLog
 
     # The flags first, named as typed; then every setting checked, all before any work.
     check_out_folder(args.out)
@@ -90,7 +95,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     requested = run_config_from_args(args, args.role)
     config = requested.resolved()
     _warn_guessed_defaults(requested)
-    result = fit(config, args.out)
+    tensorboard = TensorBoardLog(args.out)
+    try:  # lines printed and kept in the run's train.log; each epoch's metrics in its TensorBoard events too
+        result = fit(config, args.out, log=TrainLog(args.out, echo=print),
+                     callback=lambda metrics, checkpoint: tensorboard.epoch(metrics))
+    finally:
+        tensorboard.close()
     m = result.metrics
     val = f"  val acc {m['val_acc']:.2f}" if m.get("val_acc") is not None else ""
     print(f"done: {result.checkpoint}  acc {m['acc']:.2f}  head {m['acc_head']:.2f}  "
@@ -107,7 +117,7 @@ def _warn_guessed_defaults(requested) -> None:
 
 
 def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
-    parser.add_argument("--dataset", default="digits", help="digits (default), cifar100, tinyimagenet or imagenet")
+    parser.add_argument("--dataset", default="digits", help=f"one of {known(DATASETS)} (default digits)")
     parser.add_argument("--root", default=None, help="folder holding the dataset (not needed for digits)")
     parser.add_argument("--imbalance-factor", type=float, default=100.0, help="gamma, >= 1 (default 100)")
     parser.add_argument("--data-seed", type=int, default=0,
@@ -116,17 +126,24 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
                         help="images per class held out of the training pool as the balanced validation split, "
                         "before the long-tailed subsample (default: the dataset's: cifar100 50, tinyimagenet 50, "
                         "imagenet 20, digits 10; 0 = none, the paper's protocol and counts)")
-    parser.add_argument("--arch", default=default_arch, help=f"architecture (default {default_arch})")
+    parser.add_argument("--arch", default=default_arch, help=f"architecture (default {default_arch}; `ltkd list "
+                        "models` lists them)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's (240 CIFAR, 100 ImageNet, 12 digits)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--weight-decay", type=float, default=None)
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+    parser.add_argument("--device", default="auto", help=f"one of {DEVICES} (auto: CUDA when present)")
+    parser.add_argument("--amp", default="auto", choices=AMP_MODES,
                         help="mixed precision on CUDA (losses always run in float32)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, run.json, metrics.jsonl; "
                         "an unfinished run of the same config there is resumed")
+
+
+def known(registry) -> str:
+    from orchestrator.cli import known as listed
+
+    return listed(registry)
 
 
 def add_commands(commands) -> None:
@@ -139,14 +156,14 @@ def add_commands(commands) -> None:
 
     student = roles.add_parser("student", help="distil a student from a teacher checkpoint")
     _common_options(student, "resnet8x4")
-    student.add_argument("--method", default="ltkd", help="ce, kd, dkd, dist, bkd, ltkd, reviewkd, catkd (default ltkd)")
+    student.add_argument("--method", default="ltkd", help=f"one of {known(METHODS)} (default ltkd)")
     student.add_argument("--teacher", default=None, help="teacher run folder (or its checkpoint.pt)")
     student.add_argument("--teacher-arch", default=None, help="check that the teacher checkpoint is this architecture")
     student.add_argument("--alpha", type=float, default=None, help="LTKD/DKD alpha")
     student.add_argument("--beta", type=float, default=None, help="LTKD/DKD beta")
     student.add_argument("--temperature", type=float, default=None, help="distillation temperature")
     student.add_argument("--groups", type=int, default=None, help="LTKD: number of class groups")
-    student.add_argument("--teacher-cache", default="auto", choices=("auto", "on", "off"),
+    student.add_argument("--teacher-cache", default="auto", choices=TEACHER_CACHE_MODES,
                          help="teacher-logit cache (logit methods): auto (when it repays its build), on, off")
     student.add_argument("--set", action="append", metavar="NAME=VALUE",
                          help="any other method hyperparameter, e.g. --set rebalance=false --set ce_weight=0.5")

@@ -2,12 +2,14 @@
 once, and the live progress view."""
 from __future__ import annotations
 
+import heapq
 import sys
 import time
 
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
+from orchestrator.console import stamp
 from orchestrator.plan import PlannedRun
 from orchestrator.records import write_record
 from orchestrator.studies import CellSearch
@@ -19,6 +21,11 @@ from trainables.tune_trainable import run_trial
 def ltkd_trial(config: dict) -> None:
     """What Tune runs for every trial (its name in Tune's logs): the trainable, recording into the sweep's store."""
     run_trial(TrialSpec.from_dict(config["trial"]), record=write_record)
+
+
+def trial_dirname(trial) -> str:
+    """A trial's folder under ray/<stage>/: `ltkd_trial_<Tune's trial id>` (not ~150 characters of its config)."""
+    return f"{trial.trainable_name}_{trial.trial_id}"
 
 
 class CellsSearcher(Searcher):
@@ -68,12 +75,15 @@ class Progress(Callback):
     `objective` is the metric the searches maximise (SweepConfig.objective_metric).
     """
 
-    def __init__(self, stage: str, total: int, objective: str, stream=None, on_trial_end=None, stop_check=None):
+    def __init__(self, stage: str, total: int, objective: str, stream=None, on_trial_end=None, stop_check=None,
+                 clock=time.time):
         self.stage, self.total, self.objective = stage, total, objective
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.started = time.time()
+        self.clock = clock  # injectable: tests replay a timeline
+        self.started = clock()
         self.running: set[str] = set()
+        self.slots = 0  # the most trials seen running at once: how many the cluster runs in parallel
         self.done = 0
         self.errored = 0
         self.stopped = 0
@@ -103,7 +113,8 @@ class Progress(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
-        self.trial_started[trial.trial_id] = time.time()
+        self.slots = max(self.slots, len(self.running))
+        self.trial_started[trial.trial_id] = self.clock()
         self._draw()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -112,8 +123,9 @@ class Progress(Callback):
 
     def _ended(self, trial, status: str) -> None:
         self.running.discard(trial.trial_id)
-        started = self.trial_started.pop(trial.trial_id, time.time())
-        self.durations.append(time.time() - started)
+        now = self.clock()
+        started = self.trial_started.pop(trial.trial_id, now)
+        self.durations.append(now - started)
         result = self.last_result.get(trial.trial_id, {})
         if status == "completed" and result.get("epoch", 0) < result.get("epochs", 0):
             status = "early_stopped"
@@ -139,38 +151,58 @@ class Progress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended(trial, "errored")
 
-    def eta(self) -> str:
+    def eta_seconds(self) -> float | None:
+        """Seconds until the stage ends, None before any trial has ended.
+
+        The stage's remaining trials are laid out on the slots it has used at once, as Tune runs
+        them: each running trial for what is left of the mean duration (a quarter of the mean once it
+        has outlived it: it is still running), each waiting one for the mean. Running trials that have outlived the mean
+        raise it (the first trials to end are the short ones). Exact for equal trial durations.
+        """
         left = self.total - self.done - self.errored - self.stopped
         if not self.durations or left <= 0:
-            return "-"
-        parallel = max(1, len(self.running))
-        seconds = sum(self.durations) / len(self.durations) * left / parallel
-        return f"~{seconds / 60:.1f} min"
+            return None
+        now = self.clock()
+        elapsed = [now - self.trial_started[t] for t in self.running if t in self.trial_started]
+        ended_mean = sum(self.durations) / len(self.durations)
+        outlived = [e for e in elapsed if e > ended_mean]
+        mean = (sum(self.durations) + sum(outlived)) / (len(self.durations) + len(outlived))
+        slots = max(1, self.slots)
+        free = sorted(mean - e if e <= mean else 0.25 * ended_mean for e in elapsed)[:slots]
+        free += [0.0] * (slots - len(free))
+        heapq.heapify(free)
+        for _ in range(max(0, left - len(elapsed))):  # waiting trials take the first slot to free up
+            heapq.heappush(free, heapq.heappop(free) + mean)
+        return max(free)
+
+    def eta(self) -> str:
+        seconds = self.eta_seconds()
+        return "-" if seconds is None else f"~{seconds / 60:.1f} min"
 
     def line(self) -> str:
-        elapsed = time.time() - self.started
+        elapsed = self.clock() - self.started
         best = ", ".join(f"{cell.split('/', 1)[-1]} {value:.1f}" for cell, value in sorted(self.best.items()))
         return (f"[{self.stage}] {self.done + self.stopped}/{self.total} done, {len(self.running)} running, "
                 f"{self.errored} errored, {self.stopped} early-stopped | {elapsed / 60:.1f} min, left {self.eta()}"
                 + (f" | best {self.objective}: {best}" if best and self.tty else ""))
 
     def _draw(self, throttle: bool = False, event: str | None = None) -> None:
-        now = time.time()
+        now = self.clock()
         if throttle and now - self.last_draw < 1.0:
             return
         self.last_draw = now
         if self.tty:
             text = self.line()
             if event:
-                self.stream.write("\r\033[K  " + event + "\n")
+                self.stream.write(f"\r\033[K{stamp(now)}   " + event + "\n")
             self.stream.write("\r\033[K" + text[:200])
         elif event:
-            self.stream.write(f"  {event}  [{self.done + self.stopped}/{self.total} done, {self.errored} errored, "
-                              f"left {self.eta()}]\n")
+            self.stream.write(f"{stamp(now)}   {event}  [{self.done + self.stopped}/{self.total} done, "
+                              f"{self.errored} errored, left {self.eta()}]\n")
         self.stream.flush()
 
     def close(self) -> None:
         if self.tty:
             self.stream.write("\n")
-        self.stream.write(self.line().split(" | best")[0] + "\n")
+        self.stream.write(f"{stamp(self.clock())} " + self.line().split(" | best")[0] + "\n")
         self.stream.flush()

@@ -5,19 +5,22 @@ the paper's three header levels; LaTeX and HTML keep the paper's layout (dataset
 imbalance factor, then Tail / All); CSV is tidy: one line per cell.
 
 Every cell is mean ± std over seeds; HTML and CSV add the 95% Student-t interval (a one-seed cell
-says it has none). The gain row carries the paired t-test's p-value, and a dagger when the gain is
-not significant at 0.05 (or could not be tested). `TextTable`s (the chosen hyperparameters) render
-as plain tables in every format.
+says it has none). The best student is bold everywhere; the second best is underlined in LaTeX and
+HTML and set in italics in Markdown (raw `<u>` tags read badly in a terminal), and each format's
+caption names the mark it uses. LaTeX sets a table at its natural size unless it is wide
+(`latex_needs_resize`): only then is it scaled to `\textwidth`. The gain row carries the paired
+t-test's p-value, and a dagger when the gain is not significant at 0.05 (or could not be tested).
+`TextTable`s (the chosen hyperparameters) render as plain tables in every format.
 """
 from __future__ import annotations
 
 import csv
 import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from results.tables import NOT_SIGNIFICANT, Column, Stat, Table, TextTable, format_factor
+from results.tables import NOT_SIGNIFICANT, SECOND_BEST_CAPTION, Column, Stat, Table, TextTable, format_factor
 
 DIGITS = 2
 
@@ -132,8 +135,14 @@ def _cell(stat: Stat | None, kind: str, markup: _Markup) -> str:
 # ------------------------------------------------------------------------------ Markdown
 
 
-_MD = _Markup(escape=str, signed=str, best="**{}**", second="<u>{}</u>", spread=" ± {}", dagger="{}",
+_MD = _Markup(escape=str, signed=str, best="**{}**", second="_{}_", spread=" ± {}", dagger="{}",
               p_value=" ({})", paper=" ({})", mark_spread=True)
+MARKDOWN_SECOND_BEST = "italics: second best"  # what the Markdown caption says instead of SECOND_BEST_CAPTION
+
+
+def markdown_caption(caption: str) -> str:
+    """The caption as the Markdown table has it: it names italics, not underlining, for the second best."""
+    return caption.replace(SECOND_BEST_CAPTION, MARKDOWN_SECOND_BEST)
 
 
 def _md_escape(text: str) -> str:
@@ -161,7 +170,7 @@ def to_markdown(table: Table | TextTable) -> str:
             row = [_md_escape(label)] + lead + [_cell(table.cells[i][j], table.kinds[i], _MD) for j in block]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-    lines.append(f"*{table.caption}*")
+    lines.append(f"*{markdown_caption(table.caption)}*")
     for note in table.notes:
         lines.append(f"- {note}")
     return "\n".join(lines).rstrip() + "\n"
@@ -190,18 +199,81 @@ _TEX = _Markup(escape=lambda text: latex_escape(text).replace("<", "$<$"),
                p_value=r" {{\scriptsize({})}}", paper=r" {{\scriptsize({})}}")
 
 
+# When a LaTeX table is scaled to the text width: an estimate of its natural width, not a measure.
+RESIZE_COLUMNS = 8  # a tabular with more columns than this (the row labels included) is always scaled
+TEXTWIDTH_PT = 500.0  # else scaled when wider than this: about a two-column paper's full width, which table* spans
+_CHAR_PT = 5.0  # a digit (or an average letter) at 10 pt
+_SMALL_PT = 3.5  # at \scriptsize (the spread, the p-value, the paper's number)
+_COLSEP_PT = 12.0  # 2 x \tabcolsep
+
+
+def _plain_width(text: str, small: bool = False) -> float:
+    return len(text) * (_SMALL_PT if small else _CHAR_PT)
+
+
+def _cell_width(stat: Stat | None, kind: str) -> float:
+    """The estimated width (pt) of a cell as `_TEX` sets it: the mean at normal size, the rest smaller."""
+    main, spread, paper = _cell_parts(stat, kind)
+    width = _plain_width(main) + (0 if spread is None else _plain_width("±" + spread, small=True))
+    if kind == "gain" and stat is not None and stat.mean is not None:
+        width += _plain_width(dagger(stat, kind)) + _plain_width(f" ({p_text(stat)})", small=True)
+    if paper is not None:
+        width += _plain_width(f" ({paper})", small=True)
+    return width
+
+
+def latex_needs_resize(widths: list[float], spans: Iterable[tuple[int, int, float]] = ()) -> bool:
+    """Whether a tabular is scaled to \\textwidth (\\resizebox): when it has more than RESIZE_COLUMNS
+    columns, or when its estimated natural width (`widths`: each column's widest cell in pt, plus
+    the column padding; `spans`: (first column, columns, width) of headers over several columns, which widen
+    the columns they span when wider than them) exceeds TEXTWIDTH_PT. Narrower tables are set at
+    their natural size, never scaled up."""
+    if len(widths) > RESIZE_COLUMNS:
+        return True
+    columns = [w + _COLSEP_PT for w in widths]
+    total = sum(columns)
+    for first, span, width in spans:
+        total += max(0.0, width + _COLSEP_PT - sum(columns[first:first + span]))
+    return total > TEXTWIDTH_PT
+
+
+def _table_widths(table: Table) -> tuple[list[float], list[tuple[int, int, float]]]:
+    """Per-column estimated widths of a `Table` (labels, switches, numbers) and its spanning headers."""
+    n_lead = 1 + len(table.lead_headers)
+    widths = [max([_plain_width(table.row_header)] + [_plain_width(label) for label in table.rows])]
+    for k, header in enumerate(table.lead_headers):
+        widths.append(max([_plain_width(header)] + [_plain_width(_switch(v[k])) for v in table.lead if len(v) > k]))
+    for j, column in enumerate(table.columns):
+        widths.append(max([_plain_width(column.label)]
+                          + [_cell_width(row[j], kind) for row, kind in zip(table.cells, table.kinds)]))
+    spans = []
+    for key in (lambda c: c.group, lambda c: c.sub):
+        first = n_lead
+        for value, span in _runs([key(c) for c in table.columns]):
+            spans.append((first, span, _plain_width(value)))
+            first += span
+    return widths, spans
+
+
+def _resize_lines(resize: bool) -> tuple[list[str], str]:
+    """The lines that open a tabular and the line that closes it, scaled to \\textwidth or not."""
+    return ([r"\resizebox{\textwidth}{!}{%"], r"\end{tabular}}") if resize else ([], r"\end{tabular}")
+
+
 def to_latex(table: Table | TextTable) -> str:
     if isinstance(table, TextTable):
         return _text_latex(table)
     n_lead = 1 + len(table.lead_headers)
     spec = "l" + "c" * len(table.lead_headers) + "c" * len(table.columns)
+    widths, spans = _table_widths(table)
+    opening, closing = _resize_lines(latex_needs_resize(widths, spans))
     lines = [
         "% Generated by `ltkd report`. Needs \\usepackage{booktabs,graphicx,amssymb}.",
         r"\begin{table*}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(table.caption)}}}",
         rf"\label{{tab:{table.name}}}",
-        r"\resizebox{\textwidth}{!}{%",
+        *opening,
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
     ]
@@ -226,7 +298,7 @@ def to_latex(table: Table | TextTable) -> str:
         lead = [latex_escape(_switch(v)) for v in table.lead[i]] if table.lead else []
         row = [latex_escape(label)] + lead + [_cell(cell, table.kinds[i], _TEX) for cell in table.cells[i]]
         lines.append(" & ".join(row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table*}"]
+    lines += [r"\bottomrule", closing, r"\end{table*}"]
     if table.notes:
         lines += ["% Notes:"] + [f"% - {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
@@ -345,20 +417,23 @@ def _text_markdown(table: TextTable) -> str:
 
 
 def _text_latex(table: TextTable) -> str:
+    widths = [max([_plain_width(str(h))] + [_plain_width(str(row[k])) for row in table.rows if len(row) > k])
+              for k, h in enumerate(table.headers)]
+    opening, closing = _resize_lines(latex_needs_resize(widths))
     lines = [
         "% Generated by `ltkd report`. Needs \\usepackage{booktabs,graphicx}.",
         r"\begin{table*}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(table.caption)}}}",
         rf"\label{{tab:{table.name}}}",
-        r"\resizebox{\textwidth}{!}{%",
+        *opening,
         rf"\begin{{tabular}}{{{'l' * len(table.headers)}}}",
         r"\toprule",
         " & ".join(latex_escape(h) for h in table.headers) + r" \\",
         r"\midrule",
     ]
     lines += [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table*}"]
+    lines += [r"\bottomrule", closing, r"\end{table*}"]
     if table.notes:
         lines += ["% Notes:"] + [f"% - {note}" for note in table.notes]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from results.tables import BEST_CONFIG_FILE, all_tables, best_configs
 
     if args.figures and not args.out:
-        raise UserError("--figures writes PNG files: give a folder with --out DIR")
+        raise UserError("--figures writes PDF and PNG files: give a folder with --out DIR")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
@@ -70,15 +70,17 @@ def add_commands(commands) -> None:
                     "(methods x imbalance factor, Tail and All accuracy, mean +- std over seeds with a 95% "
                     "t-interval in CSV/HTML, LTKD's gain with a paired t-test), the ablation table and the "
                     "group-count table when those runs exist, and the chosen hyperparameters of every cell. "
-                    "Markdown to the terminal; LaTeX, HTML and CSV files, best_config.json (and PNG figures) "
-                    "with --out.")
+                    "Markdown to the terminal; LaTeX, HTML and CSV files, best_config.json (and the figures, "
+                    "PDF and PNG) with --out.")
     report.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR",
                         help="sweep folder (or pyarrow URI, e.g. s3://bucket/sweep) holding results/*.parquet")
     report.add_argument("--out", default=None, metavar="DIR",
                         help="write <table>.md/.tex/.html/.csv, best_config.json (and the figures) into DIR")
     report.add_argument("--figures", action="store_true",
-                        help="also draw the PNG figures into --out DIR: per-class accuracy by class frequency, the "
-                             "teacher's head bias, alpha/beta sensitivity and each cell's Optuna history")
+                        help="also draw the figures into --out DIR, each as <name>.pdf and <name>.png (200 dpi): "
+                             "per-class accuracy by class frequency and the teacher's head bias (means over seeds "
+                             "with their spread), the sensitivity to every hyperparameter a search varied (with "
+                             "Optuna's importance of each) and each cell's Optuna history")
     report.add_argument("--paper", action="store_true",
                         help="set the paper's published numbers beside the reproduced ones where they match")
     report.add_argument("--select", choices=("last-epoch", "best-epoch"), default="last-epoch",

@@ -55,6 +55,9 @@ DEFAULT_GROUPS = 3
 CHOSEN_TABLE = "chosen_hparams"  # file stem of the chosen-hyperparameters table
 BEST_CONFIG_FILE = "best_config.json"
 NOT_SIGNIFICANT = "†"
+# How the captions name the second-best mark (LaTeX and HTML underline it; the Markdown renderer,
+# which sets it in italics, rewrites these words: results.render.MARKDOWN_SECOND_BEST).
+SECOND_BEST_CAPTION = "underlined: second best"
 
 
 # ------------------------------------------------------------------------------ labels
@@ -586,7 +589,7 @@ def _spread_caption(cells: list[list[Stat | None]] | None = None, best: str = "b
         text += f" n = {counts[0]}{'' if len(counts) == 1 else f'–{counts[-1]}'} seeds per cell."
     if 1 in counts:
         text += " A cell from one seed shows its mean alone: no spread and no interval."
-    return text + f" Bold: {best}; underlined: second best."
+    return text + f" Bold: {best}; {SECOND_BEST_CAPTION}."
 
 
 def _chosen_caption() -> str:
@@ -956,7 +959,8 @@ def best_configs(df: pd.DataFrame) -> dict:
     return out
 
 
-def _value_text(value: Any) -> str:
+def value_text(value: Any) -> str:
+    """A hyperparameter's value as tables and figures print it: true/false, 4 significant digits, text."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
@@ -1004,7 +1008,7 @@ def chosen_table(df: pd.DataFrame) -> TextTable | None:
             label += f" ({name})"
         pair = (f"{entry['teacher_arch']} → {entry['student_arch']}" if entry["teacher_arch"]
                 else entry["student_arch"])
-        hparams = ", ".join(f"{k}={_value_text(v)}" for k, v in sorted(entry["hparams"].items())) or "–"
+        hparams = ", ".join(f"{k}={value_text(v)}" for k, v in sorted(entry["hparams"].items())) or "–"
         seeds = _int_text(entry["seeds"])
         if entry["teacher_seeds"]:
             seeds += f" (teacher {_int_text(entry['teacher_seeds'])})"

@@ -22,3 +22,35 @@ def test_a_command_without_its_subcommand_prints_its_own_help(capsys, command, c
     assert out.startswith(f"usage: ltkd {command} ")
     assert all(choice in out for choice in choices)
     assert "sweep" not in out  # not the top-level help
+
+
+def test_help_lists_the_valid_values_from_the_registries(capsys):
+    from trainables.data.sources import DATASETS
+    from trainables.methods import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["train", "student", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert f"one of {', '.join(DATASETS.names()[:-1])} or {DATASETS.names()[-1]}" in out
+    assert all(name in out for name in METHODS.names())
+    assert "ltkd list models" in out and "{auto,bf16,fp16,off}" in out
+
+
+def test_list_shows_every_registry_in_table_order(capsys):
+    from trainables.methods import table_order
+    from trainables.models import MODELS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    methods = [line.split()[0] for line in out.split("datasets:")[0].splitlines()[1:]]
+    assert methods == table_order()
+    assert all(f"  {name} " in out for name in MODELS.names()) and "Digits-LT" in out
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_scripts_cover_every_command(capsys, shell):
+    assert main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    for command in ("sweep", "plan", "resume", "status", "report", "best", "train", "data", "config", "list"):
+        assert command in script, command
+    assert "--imbalance-factor" in script

@@ -458,6 +458,7 @@ def test_report_cli_writes_tables_and_figures(sweep, records, tmp_path, capsys):
     for name in pngs:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        assert (out / name).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"  # each figure as PDF too
 
 
 def test_report_best_epoch_caption(sweep, capsys):
@@ -558,7 +559,8 @@ def test_optuna_history_plots_the_objective(sweep, tmp_path):
 
     df = read_results([str(sweep)])
     paths = optuna_history_figures(df, tmp_path, objective="acc_tail")
-    assert len(paths) == 1 and paths[0].stat().st_size > 10_000
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and len({p.stem for p in paths}) == 1
+    assert all(p.stat().st_size > 10_000 for p in paths)
 
 
 # ------------------------------------------------------------------------------ schema version 2 (issue 13)

@@ -581,7 +581,152 @@ def test_status_and_report_of_a_finished_sweep_load_neither_torch_nor_ray(finish
     root, _ = finished_sweep
     sweep = root / "store" / "tiny"
     assert (sweep / "plan.json").is_file()  # the driver's plan: what status reads instead of planning again
-    for args in (["status", sweep], ["report", sweep], ["report", sweep, "--out", tmp_path / "report", "--figures"]):
+    for args in (["status", sweep], ["status", sweep, "--watch"], ["report", sweep],
+                 ["report", sweep, "--out", tmp_path / "report", "--figures"], ["best", sweep]):
         outcome = loaded_by(*args)
         assert outcome == {"rc": 0, "heavy": []}, f"ltkd {' '.join(map(str, args))}: {outcome}"
     assert (tmp_path / "report" / "main_table.md").is_file()
+
+
+def _planned(stdout: str) -> dict[str, tuple[int, int, int]]:
+    """stage -> (runs, already done, to run) from `ltkd plan`'s output."""
+    found = re.findall(r"^(teachers|search|final): (\d+) runs, (\d+) already [a-z ()]+, (\d+) to run", stdout, re.M)
+    return {stage: tuple(map(int, numbers)) for stage, *numbers in found}
+
+
+def test_plan_writes_nothing_and_counts_what_the_sweep_runs(finished_sweep, tmp_path):
+    root, result = finished_sweep
+    fresh = tmp_path / "fresh-storage"
+    config = write_config(tmp_path / "tiny.json", tiny_config(fresh))
+    plan = run_ltkd("plan", config)
+    assert plan.returncode == 0, plan.stderr
+    assert not fresh.exists()  # nothing written, not even the storage folder
+    assert _planned(plan.stdout) == {"teachers": (1, 0, 1), "search": (3, 0, 3), "final": (2, 0, 2)}
+    assert re.search(r"estimate: [\d.]+ device-minutes of training on one device \(\d+ runs from the models' MACs", plan.stdout)
+    # What the sweep then ran (the same config on its own storage): the same counts per stage.
+    assert "teachers: 1 runs, 0 already finished (reused), 1 to run" in result.stdout
+    assert "search: 1 cells, 0 trials already ended, 3 to run" in result.stdout
+    assert "final: 2 runs, 0 already finished (reused), 2 to run" in result.stdout
+    assert re.search(r"plan: 1 teachers, 3 search trials over 1 cells, 2 final runs", result.stdout)
+    # Over the finished sweep: everything is done; a new sweep on that storage reuses its teacher and
+    # estimates its students from the finished runs' epoch times.
+    done = run_ltkd("plan", write_config(tmp_path / "done.json", tiny_config(root / "store")))
+    assert _planned(done.stdout) == {"teachers": (1, 1, 0), "search": (3, 3, 0), "final": (2, 2, 0)}
+    assert "estimate: nothing left to train" in done.stdout
+    other = run_ltkd("plan", write_config(tmp_path / "other.json", tiny_config(root / "store", name="other-plan")))
+    assert _planned(other.stdout)["teachers"] == (1, 1, 0)
+    assert "5 runs from the median epoch_seconds of earlier runs on this storage" in other.stdout
+    assert not (root / "store" / "other-plan").exists()
+
+
+def test_best_exports_each_cell_and_its_command_reproduces_the_run(finished_sweep, tmp_path):
+    import shlex
+    import tomllib
+
+    from orchestrator.cli import build_parser
+    from orchestrator.train_cli import run_config_from_args
+    from trainables.config import RunConfig
+
+    root, _ = finished_sweep
+    sweep = root / "store" / "tiny"
+    toml_out = run_ltkd("best", sweep)
+    assert toml_out.returncode == 0, toml_out.stderr
+    cells = {c["cell"]: c for c in tomllib.loads(toml_out.stdout)["cell"]}
+    as_json = run_ltkd("best", sweep, "--format", "json")
+    assert {c["cell"]: c for c in json.loads(as_json.stdout)} == cells  # the two formats say the same
+    ltkd = cells["digits/if100/resnet8->resnet8/ltkd"]
+    assert ltkd["search_trials"] == 3 and ltkd["selection"] == "val" and ltkd["seeds"] == [0]
+    final = read_final_rows(sweep)
+    row = final[(final["stage"] == "final") & (final["method"] == "ltkd")].iloc[0]
+    assert ltkd["hparams"] == json.loads(row["hparams_json"])
+    # The command trains the same run: same identity, and on CPU the same accuracy.
+    argv = shlex.split(ltkd["command"])
+    assert argv[:3] == ["ltkd", "train", "student"]
+    argv = [*argv[1:-1], str(tmp_path / "again")]  # --out into this test's folder
+    assert argv[-2] == "--out"
+    args = build_parser().parse_args(argv)
+    recorded = RunConfig.from_dict(json.loads(row["config_json"]))
+    assert run_config_from_args(args, "student").resolved().identity() == recorded.resolved().identity()
+    again = run_ltkd(*argv[:-2], "--device", "cpu", "--out", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    history = [json.loads(line) for line in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["acc"] == pytest.approx(row["acc"], abs=1e-6)
+    assert run_ltkd("best", sweep, "--cell", "no-such-cell").returncode == 2
+
+
+def test_status_lists_running_trials_with_their_epoch_and_hyperparameters(finished_sweep, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from orchestrator.status import _time_left, sweep_status
+    from trainables.locks import Lease
+
+    root, _ = finished_sweep
+    store = tmp_path / "store"
+    shutil.copytree(root / "store", store)  # a copy: this test makes one of its runs look half-way
+    run = sorted((store / "tiny" / "runs").glob("*ltkd*/seed0-*"))[0]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    lease = Lease(Location.parse(run / ".trial.lock"), stale_after=60, heartbeat=30)
+    lease.acquire(wait_for_live_holder=False)  # this test process trains it, as far as anyone can tell
+    try:
+        text = sweep_status(store / "tiny")
+    finally:
+        lease.release()
+    assert "running: 1 trials" in text, text
+    [line] = [line for line in text.splitlines() if "epoch 2/4" in line]
+    assert "val_acc" in line and "alpha=" in line and "temperature=" in line and f"pid {os.getpid()}" in line
+    assert "running: 0 trials" in sweep_status(store / "tiny")  # the lease released: nothing runs
+    # Time left: the stage's median trial duration, over what is left, at the trials running now.
+    records = pd.DataFrame({"status": ["completed"] * 3, "wall_seconds": [50.0, 60.0, 70.0]})
+    assert _time_left(records, left=4, running=2) == ", about 2.0 min left at 2 at once (median trial 1.0 min)"
+    assert _time_left(records, left=0, running=2) == ""
+
+
+def read_tensorboard(folder: Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} of every scalar in the TensorBoard event files under `folder`, read back
+    from the files' own record framing and protobufs (not through the writer that made them)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack_from("<Q", data, at)
+            event = Event.FromString(data[at + 12: at + 12 + length])
+            at += 12 + length + 4  # length, its crc, the record, its crc
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def test_every_run_folder_holds_its_log_and_tensorboard_events(finished_sweep):
+    root, _ = finished_sweep
+    sweep = root / "store" / "tiny"
+    final = read_final_rows(sweep)
+    [teacher] = (root / "store" / "teachers").iterdir()
+    runs = [teacher, *sorted((sweep / "runs").glob("*/*"))]
+    assert len(runs) == 6
+    for run in runs:
+        log = (run / "train.log").read_text()
+        assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d trial \S+ \((teacher|search|final), cell ", log, re.M)
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert len(re.findall(r"epoch +\d+/\d+ ", log)) == len(history)  # every epoch's line
+        scalars = read_tensorboard(run / "tensorboard")
+        for name in ("acc", "acc_tail", "train_loss", "lr"):
+            assert scalars[name] == {m["epoch"]: pytest.approx(m[name], rel=1e-6) for m in history}, name
+        assert scalars["val/val_acc"] == {m["epoch"]: pytest.approx(m["val_acc"], rel=1e-6) for m in history}
+        assert set(scalars) >= {"group_prob/head", "group_prob/medium", "group_prob/tail"}
+        if json.loads((run / "run.json").read_text())["method"] != "ce":  # a distilled student logs its teacher's too
+            assert scalars["teacher_group_prob/tail"][history[-1]["epoch"]] == \
+                pytest.approx(history[-1]["teacher_group_prob"][2], rel=1e-6)
+    # Tune's own files are on (tune.ExperimentAnalysis reads them), one folder per stage, short trial folders.
+    assert sorted(p.name for p in (sweep / "ray").iterdir() if p.is_dir()) == ["final", "search", "teachers"]
+    trial_dirs = [p for p in (sweep / "ray" / "search").iterdir() if p.is_dir()]
+    assert len(trial_dirs) == 3 and all(re.fullmatch(r"ltkd_trial_\w+", p.name) for p in trial_dirs)
+    assert all((p / "result.json").is_file() and (p / "progress.csv").is_file() for p in trial_dirs)
+    assert len(final) == 6

@@ -184,6 +184,28 @@ class Lease:
             return None
         return beat if isinstance(beat, dict) else None
 
+    def holder_state(self) -> tuple[dict[str, Any] | None, bool, str]:
+        """(holder record or None, whether it looks alive, where it is) for someone only looking (`ltkd status`).
+
+        On the holder's machine this is exact. From elsewhere one look cannot watch a heartbeat change,
+        so the heartbeat's age is read by the two machines' wall clocks (which may differ; the text
+        says so); taking a lease over never relies on that (see `judge`).
+        """
+        holder = self.info()
+        if holder is None:
+            return None, False, ""
+        identity = ProcessIdentity.from_record(holder)
+        alive = identity.alive() if identity is not None else None
+        where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+        if alive is None:
+            beat = self.heartbeat_of(holder) or {}
+            stamp = beat.get("time", holder.get("since"))
+            age = time.time() - stamp if isinstance(stamp, (int, float)) else float("inf")
+            stale_after = holder.get("stale_after")
+            alive = age < (stale_after if isinstance(stale_after, (int, float)) else self.stale_after)
+            where += f" (another machine; last heartbeat {age:.0f} s ago by the two machines' clocks)"
+        return holder, bool(alive), where
+
     def still_held(self) -> bool:
         return (self.info() or {}).get("token") == self.token
 

@@ -3,6 +3,7 @@
     <run folder>/checkpoint.pt   every epoch, atomically (trainables/checkpoint.py)
     <run folder>/run.json        the resolved RunConfig
     <run folder>/metrics.jsonl   one JSON line per finished epoch
+    <run folder>/train.log       the run's own log lines with their times (a sweep's trials; `ltkd train` too)
     <run folder>/.trial.lock     the lease of the process training it (trainables/storage.py)
 
 Torch-free, so commands that only read run folders (`ltkd status`) never load torch.
@@ -16,8 +17,9 @@ from typing import Any
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "run.json"
 METRICS_NAME = "metrics.jsonl"
+TRAIN_LOG_NAME = "train.log"
 RUN_LOCK_NAME = ".trial.lock"
-RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME)  # what a run pushes back to its storage, in that order
+RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, TRAIN_LOG_NAME)  # what a run pushes back, in that order
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -34,3 +36,20 @@ def parse_metrics(text: str) -> list[dict[str, Any]]:
 def metrics_lines(history: list[dict[str, Any]]) -> str:
     """The metrics.jsonl text of a history."""
     return "".join(json.dumps(m) + "\n" for m in history)
+
+
+class TrainLog:
+    """Appends a run's log lines, each with its local time, to its train.log (and hands them on)."""
+
+    def __init__(self, run_dir: str | Path, echo=None):
+        self.path = Path(run_dir) / TRAIN_LOG_NAME
+        self.echo = echo
+
+    def __call__(self, line: str) -> None:
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        if self.echo is not None:
+            self.echo(line)

@@ -268,6 +268,16 @@ class Location:
 
     # -------------------------------------------------------------- mirroring whole run folders (object stores)
 
+    def subfolders(self) -> list[str]:
+        """The names of the folders directly under this one (none when it does not exist)."""
+        if not self.remote:
+            folder = Path(self.path)
+            return sorted(child.name for child in folder.iterdir() if child.is_dir()) if folder.is_dir() else []
+        fs, inner = self.filesystem()
+        infos = self._call("list", lambda: fs.get_file_info(pafs.FileSelector(inner, recursive=False,
+                                                                              allow_not_found=True)))
+        return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
+
     def files(self) -> dict[str, pafs.FileInfo]:
         """The files under a remote folder, by path relative to it."""
         fs, inner = self.filesystem()

@@ -11,6 +11,7 @@ call fails the trial under Train V2).
 from __future__ import annotations
 
 import json
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from trainables.metrics import REPORTED
-from trainables.run_files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
+from trainables.run_files import RUN_FILES, TRAIN_LOG_NAME, TrainLog
 from trainables.storage import LocalCopy, Location, local_folder
+from trainables.tracking import TensorBoardLog
 from trainables.trial import TrialSpec
 
 # What a trial's results are recorded with: record(spec, run_folder, status, started, error). The
@@ -60,6 +62,14 @@ def _share_teacher_caches(trial: TrialSpec, teacher_files: Path | None) -> None:
                                    if name.startswith("logits-") and name != data_file)
 
 
+def _sync_quietly(run: LocalCopy, names) -> None:
+    """Push files of a failing trial when the store lets us; its own error matters more."""
+    try:
+        run.sync(names)
+    except Exception:  # noqa: BLE001 (the trial's error is re-raised by the caller)
+        pass
+
+
 def run_trial(trial: TrialSpec, record: Recorder) -> None:
     """Function trainable: trains `trial.run` in its run folder, reporting every epoch to Tune.
 
@@ -76,6 +86,8 @@ def run_trial(trial: TrialSpec, record: Recorder) -> None:
     with LocalCopy(Location.parse(trial.run_dir)) as run:
 
         teacher_files = None
+        log = TrainLog(run.path)  # the trial's own lines land in its run folder, not only in a node's Ray logs
+        tensorboard = TensorBoardLog(run.path)
 
         def on_epoch(metrics: dict[str, Any], checkpoint_path) -> None:
             if run.lease.lost.is_set():  # another process was judged the folder's owner: it trains the run
@@ -83,8 +95,9 @@ def run_trial(trial: TrialSpec, record: Recorder) -> None:
                                    "trial stops (a retry waits for that process)")
             if not reported:  # a cache this trial built is shared as soon as it is used, not hours later
                 _share_teacher_caches(trial, teacher_files)
+            tensorboard.epoch(metrics)
             # The checkpoint first: a resumed run rebuilds its metrics from the checkpoint's history.
-            run.sync([CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME])
+            run.sync([*RUN_FILES, *tensorboard.files()])
             reported.append(metrics["epoch"])
             if metrics["epoch"] >= metrics["epochs"]:
                 # Before the last report: a scheduler may stop the trial on it (ASHA stops every trial at
@@ -96,13 +109,18 @@ def run_trial(trial: TrialSpec, record: Recorder) -> None:
             # A fraction of a GPU is only a scheduling label to Ray: cap this trial's memory to its share.
             memory_share = trial.gpus * 0.95 if 0 < trial.gpus < 1 else None
             teacher_files = _teacher_files(trial)
-            result = fit(trial.run, run.path, callback=on_epoch, log=None, cuda_memory_fraction=memory_share,
+            log(f"trial {trial.trial_id} ({trial.stage}, cell {trial.cell}) on {socket.gethostname()}")
+            result = fit(trial.run, run.path, callback=on_epoch, log=log, cuda_memory_fraction=memory_share,
                          teacher_path=teacher_files)
         except Exception as exc:
             record(trial, run.path, "errored", started, f"{type(exc).__name__}: {exc}")
+            log("failed:\n" + traceback.format_exc().rstrip())
             traceback.print_exc()
+            _sync_quietly(run, [TRAIN_LOG_NAME])
             raise
+        finally:
+            tensorboard.close()
         if not reported:  # already finished earlier (resumed sweep): report its final epoch once
-            run.sync([CONFIG_NAME, METRICS_NAME])  # fit rebuilt them from the checkpoint, which may lead them
+            run.sync(RUN_FILES[1:])  # fit rebuilt them from the checkpoint, which may lead them
             record(trial, run.path, "completed", started, None)
             tune.report(reported_metrics(result.metrics))

@@ -103,6 +103,7 @@ class DatasetSpec:
     # `read` without decoding images (their ImageSets hold labels alone), for commands that only
     # count (`ltkd data describe`); None: `read` is cheap enough (file lists, label arrays).
     read_labels: Callable[[Path | None], BalancedSource] | None = None
+    test_per_class: int = 50  # images per class of the balanced test set (CIFAR-100: 100)
 
 
 # Every dataset: a DatasetSpec registered below, next to the reader of its on-disk layout.
@@ -285,7 +286,7 @@ def _read_cifar(root) -> BalancedSource:
 
 
 DATASETS.add(DatasetSpec(
-    name="cifar100", label="CIFAR-100-LT", num_classes=100, n_max=500, image_size=32, style="cifar",
+    name="cifar100", label="CIFAR-100-LT", test_per_class=100, num_classes=100, n_max=500, image_size=32, style="cifar",
     paper_imbalance_factors=(10, 20, 100), layout=CIFAR_LAYOUT, read=_read_cifar, find_root=_cifar_root,
     validation_per_class=50,
 ))

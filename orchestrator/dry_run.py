@@ -1,0 +1,252 @@
+"""`ltkd plan CONFIG`: what a sweep would run and roughly what it costs, before anything starts. Writes nothing.
+
+Run counts come from the same planning the driver uses (orchestrator/plan.py); what is already done
+is read from the storage (finished teacher run folders, the sweep's Parquet results). The cost is in
+device-hours of training epochs: from the `epoch_seconds` of earlier runs on the same storage with
+the same dataset, imbalance factor, architecture and method when there are any, else from the
+models' multiply-accumulates (MACs) at a rate measured on this machine's device.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from orchestrator.plan import PlannedRun, cells, layout, teacher_runs
+from orchestrator.studies import run_outcome
+from orchestrator.sweep_config import SweepConfig
+from trainables.data.sources import get_dataset
+
+
+@dataclass
+class StagePlan:
+    name: str
+    runs: int  # planned trials
+    done: int  # already finished (reused) or ended
+    epochs: int  # per run
+    keys: list[tuple] = field(default_factory=list)  # (dataset, factor, arch, method, role) per run still to run
+
+    @property
+    def to_run(self) -> int:
+        return self.runs - self.done
+
+
+def stages(config: SweepConfig) -> list[StagePlan]:
+    """Teachers, search and final: planned runs, how many are already done, epochs per run."""
+    teachers = teacher_runs(config)
+    todo = [t for t in teachers if run_outcome(t.run_dir, t.epochs) is None]
+    teacher_stage = StagePlan("teachers", len(teachers), len(teachers) - len(todo),
+                              teachers[0].epochs if teachers else 0, [_key(t) for t in todo])
+    ended = _ended_trials(config)
+    searched = [c for c in cells(config) if c.entry.search is not None]
+    search = StagePlan("search", sum(c.entry.search.n_trials for c in searched), 0, 0)
+    final = StagePlan("final", len(cells(config)) * len(config.seeds), 0, 0)
+    for cell in cells(config):
+        probe = _student(config, cell)
+        key = _key(probe)
+        final.epochs = search.epochs = probe.epochs
+        if cell.entry.search is not None:
+            done = min(ended.get(("search", cell.key), 0), cell.entry.search.n_trials)
+            search.done += done
+            search.keys += [key] * (cell.entry.search.n_trials - done)
+        done = min(ended.get(("final", cell.key), 0), len(config.seeds))
+        final.done += done
+        final.keys += [key] * (len(config.seeds) - done)
+    return [teacher_stage, search, final]
+
+
+def _student(config: SweepConfig, cell) -> PlannedRun:
+    from orchestrator.plan import student_run
+
+    return student_run(config, cell, config.seeds[0], {}, "final")
+
+
+def _key(run: PlannedRun) -> tuple:
+    r = run.resolved
+    return (r.dataset, float(r.imbalance_factor), r.arch, r.method, r.role, r.teacher_arch or "", r.batch_size)
+
+
+def _ended_trials(config: SweepConfig) -> dict[tuple[str, str], int]:
+    """(stage, cell) -> trials of the sweep whose results say they ended (completed, stopped early or errored)."""
+    folder = layout(config)
+    if not folder.results.is_dir():
+        return {}
+    from results.store import read_results
+
+    frame = read_results([folder.folder.uri], warn=lambda message: None, allow_empty=True)
+    if not len(frame):
+        return {}
+    final = frame[frame["row_kind"] == "final"]
+    return {(stage, cell): int(n) for (stage, cell), n in final.groupby(["stage", "cell"]).size().items()}
+
+
+def cache_builds(config: SweepConfig) -> list[str]:
+    """Teachers whose logit cache the sweep would build (logit-method students, in-memory data, cache on)."""
+    from trainables.methods import get_method
+    from trainables.teacher_cache import CACHE_DIR_NAME
+
+    if config.teacher_cache == "off":
+        return []
+    needed = {}
+    for cell in cells(config):
+        spec = get_dataset(cell.setting.dataset)
+        if get_method(cell.entry.method).kind != "logit" or not spec.in_memory:
+            continue
+        for seed in {config.teacher_seed_for(None)} | {config.teacher_seed_for(s) for s in config.seeds}:
+            from orchestrator.plan import teacher_run
+
+            teacher = teacher_run(config, cell.setting, seed)
+            needed[teacher.run_dir.uri] = teacher
+    return [uri for uri, teacher in needed.items() if not (teacher.run_dir / CACHE_DIR_NAME).is_dir()]
+
+
+# ------------------------------------------------------------------------------------ cost
+
+
+def earlier_epoch_seconds(config: SweepConfig) -> dict[tuple, float]:
+    """Median seconds per epoch of finished runs on this storage, by (dataset, factor, arch, method, role)."""
+    from results.store import RESULTS_DIR, read_results
+
+    root = layout(config).storage
+    stores = [folder.uri for folder in (root / name for name in root.subfolders()) if (folder / RESULTS_DIR).is_dir()]
+    if not stores:
+        return {}
+    frame = read_results(stores, warn=lambda message: None, allow_empty=True)
+    if not len(frame):
+        return {}
+    rows = frame[(frame["row_kind"] == "epoch") & frame["epoch_seconds"].notna()]
+    out = {}
+    for key, group in rows.groupby(["dataset", "imbalance_factor", "arch", "method", "role"]):
+        out[(key[0], float(key[1]), key[2], key[3], key[4])] = float(group["epoch_seconds"].median())
+    return out
+
+
+def model_macs(arch: str, dataset: str, num_classes: int) -> int:
+    """Multiply-accumulates of one image's forward pass (convolutions and linear layers)."""
+    import torch
+
+    from trainables.models import create_model
+
+    size = get_dataset(dataset).image_size
+    with torch.random.fork_rng(devices=[]):
+        model = create_model(arch, num_classes).eval()
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def measured_rate(device_name: str = "auto") -> tuple[float, str]:
+    """Training MACs per second of this machine's device (a few resnet8 steps at batch 64, 32x32);
+    a training step counts 3 forward passes of MACs (forward, and the backward's two)."""
+    import torch
+
+    from trainables.engine import select_device
+    from trainables.models import create_model
+
+    device = select_device(device_name)
+    with torch.random.fork_rng(devices=[]):
+        model = create_model("resnet8", 100).to(device).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        inputs = torch.randn(64, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, 100, (64,), device=device)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.step()
+
+        step()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started, steps = time.perf_counter(), 0
+        while steps < 3 or time.perf_counter() - started < 0.5:
+            step()
+            steps += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = (time.perf_counter() - started) / steps
+    return 3 * 64 * model_macs("resnet8", "cifar100", 100) / seconds, str(device)
+
+
+def plan_report(config: SweepConfig, estimate: bool = True) -> str:
+    """The lines `ltkd plan` prints."""
+    from trainables.data.long_tail import long_tail_counts
+    from trainables.data.sources import nominal_n_max
+
+    folder = layout(config)
+    lines = [f"plan of sweep {config.name} at {folder.folder} (nothing is written; `ltkd sweep` runs it)"]
+    planned = stages(config)
+    for stage in planned:
+        verb = "already finished (reused)" if stage.name == "teachers" else "already ended"
+        lines.append(f"{stage.name}: {stage.runs} runs, {stage.done} {verb}, {stage.to_run} to run, "
+                     f"{stage.epochs} epochs each = {stage.to_run * stage.epochs} epochs to train")
+    builds = cache_builds(config)
+    if builds:
+        lines.append(f"teacher-logit caches to build: {len(builds)} (one per teacher of a logit-method student; "
+                     "each a forward pass of its teacher over every augmented view of every training image)")
+    if not estimate:
+        return "\n".join(lines)
+
+    earlier = earlier_epoch_seconds(config)
+    rate, device = None, None
+    seconds, from_earlier, from_macs = 0.0, 0, 0
+    macs: dict[tuple, int] = {}
+    for stage in planned:
+        for key in stage.keys:
+            dataset, factor, arch, method, role, teacher_arch, batch = key
+            known = earlier.get((dataset, factor, arch, method, role))
+            if known is not None:
+                seconds += known * stage.epochs
+                from_earlier += 1
+                continue
+            if rate is None:
+                rate, device = measured_rate(config.device)
+            spec = get_dataset(dataset)
+            holdout = config.validation_per_class_for(next(d for d in config.datasets if d.name == dataset))
+            images = sum(long_tail_counts(nominal_n_max(spec, holdout), spec.num_classes, factor))
+            student = macs.setdefault((arch, dataset), model_macs(arch, dataset, spec.num_classes))
+            per_image = 3 * student  # forward and backward of the trained model
+            if teacher_arch and role == "student":
+                teacher = macs.setdefault((teacher_arch, dataset), model_macs(teacher_arch, dataset, spec.num_classes))
+                per_image += 0 if (spec.in_memory and config.teacher_cache == "on" and _is_logit(method)) else teacher
+            evaluated = spec.num_classes * (holdout + spec.test_per_class)
+            seconds += stage.epochs * (images * per_image + evaluated * student) / rate
+            from_macs += 1
+    total_runs = sum(stage.to_run for stage in planned)
+    if not total_runs:
+        lines.append("estimate: nothing left to train")
+        return "\n".join(lines)
+    how = []
+    if from_earlier:
+        how.append(f"{from_earlier} runs from the median epoch_seconds of earlier runs on this storage")
+    if from_macs:
+        how.append(f"{from_macs} runs from the models' MACs at {rate / 1e9:.1f} GMAC/s measured on this machine's "
+                   f"{device} (training steps of resnet8; a rough guide: real rates vary with the model)")
+    per_trial = config.resources.gpus_per_trial or config.resources.cpus_per_trial
+    unit = "GPU" if config.resources.gpus_per_trial else "CPU-slot"
+    lines.append(f"estimate: {_duration(seconds)} of training on one device ({'; '.join(how)}); "
+                 f"each trial holds {per_trial:g} {unit}{'s' if per_trial != 1 else ''}")
+    return "\n".join(lines)
+
+
+def _is_logit(method: str) -> bool:
+    from trainables.methods import get_method
+
+    return get_method(method).kind == "logit"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} device-minutes"
+    return f"{seconds / 3600:.1f} device-hours"

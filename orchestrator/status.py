@@ -119,8 +119,12 @@ def _time_left(records, left: int, running: int) -> str:
     durations = records.loc[records["status"] == "completed", "wall_seconds"].dropna()
     if not len(durations) or not running:
         return ""
-    minutes = float(durations.median()) * left / running / 60
-    return f", about {minutes:.1f} min left at {running} at once (median trial {float(durations.median()) / 60:.1f} min)"
+    median = float(durations.median())
+    return f", about {_span(median * left / running)} left at {running} at once (median trial {_span(median)})"
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def watch(folder: str | Path, every: float = 10.0, stream=None) -> int:

@@ -680,7 +680,8 @@ def test_status_lists_running_trials_with_their_epoch_and_hyperparameters(finish
     assert "running: 0 trials" in sweep_status(store / "tiny")  # the lease released: nothing runs
     # Time left: the stage's median trial duration, over what is left, at the trials running now.
     records = pd.DataFrame({"status": ["completed"] * 3, "wall_seconds": [50.0, 60.0, 70.0]})
-    assert _time_left(records, left=4, running=2) == ", about 2.0 min left at 2 at once (median trial 1.0 min)"
+    assert _time_left(records, left=2, running=2) == ", about 60 s left at 2 at once (median trial 60 s)"
+    assert _time_left(records, left=4, running=2) == ", about 2.0 min left at 2 at once (median trial 60 s)"
     assert _time_left(records, left=0, running=2) == ""
 
 

@@ -6,13 +6,41 @@ import os
 from pathlib import Path
 
 QUICKSTART = Path(__file__).with_name("quickstart.toml")
+PAPER_CONFIGS = Path(__file__).with_name("paper")  # paper:table1 ... paper:table6, shipped with the package
+PAPER_PREFIX = "paper:"
+
+
+def packaged_configs() -> dict[str, tuple[Path, str]]:
+    """paper:<name> -> (its file, its first comment line), for `--list` and for CONFIG = paper:<name>."""
+    out = {}
+    for path in sorted(PAPER_CONFIGS.glob("*.toml")):
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        out[f"{PAPER_PREFIX}{path.stem}"] = (path, first)
+    return out
+
+
+def config_path(text: str | None) -> Path:
+    """The config file CONFIG names: a path, `paper:<name>` (a config shipped with the package), or none (the quickstart)."""
+    from trainables.errors import UserError
+
+    if text is None:
+        return QUICKSTART
+    if text.startswith(PAPER_PREFIX):
+        known = packaged_configs()
+        if text not in known:
+            raise UserError(f"unknown packaged config '{text}' (known: {', '.join(known)}; `ltkd sweep --list`)")
+        return known[text][0]
+    return Path(text)
 
 
 def _config_of(args: argparse.Namespace):
     """The sweep config of `ltkd sweep` / `ltkd plan`: the file (or the quickstart) with --storage and --name."""
     from orchestrator.sweep_config import check_storage, check_sweep_name, load_config, validate
 
-    config = load_config(QUICKSTART if args.config is None else args.config)
+    config = load_config(config_path(args.config))
+    if args.root is not None:  # where the user's copy of the data is: every dataset entry reads it there
+        for entry in config.datasets:
+            entry.root = args.root
     # Overrides are checked as typed, then the config again: all before anything is written or Ray starts.
     if args.storage is not None:
         check_storage(args.storage, "--storage")
@@ -20,13 +48,18 @@ def _config_of(args: argparse.Namespace):
     if args.name is not None:
         check_sweep_name(args.name, "--name")
         config.name = args.name
-    if args.storage is not None or args.name is not None:
+    if args.storage is not None or args.name is not None or args.root is not None:
         validate(config)
     return config
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.sweep import run_sweep
+
+    if args.list:
+        for name, (_, summary) in packaged_configs().items():
+            print(f"{name:<14} {summary}")
+        return 0
 
     return run_sweep(_config_of(args), address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
 
@@ -56,8 +89,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", default=None, help="sweep config (.toml, .yaml or .json; default: the "
-                        "quickstart)")
+    parser.add_argument("config", nargs="?", default=None, help="sweep config (.toml, .yaml or .json), or paper:NAME "
+                        "for one of the paper's tables shipped with the package (`ltkd sweep --list`); default: the "
+                        "quickstart")
+    parser.add_argument("--root", default=None, help="the folder holding your copy of the dataset(s), for every "
+                        "dataset entry of the config (e.g. with paper:table1)")
     parser.add_argument("--storage", default=None, help="override the config's storage folder")
     parser.add_argument("--name", default=None, help="override the config's sweep name")
 
@@ -71,6 +107,8 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(commands) -> None:
     sweep = commands.add_parser("sweep", help="run a sweep (no CONFIG: the digits quickstart)")
     _config_options(sweep)
+    sweep.add_argument("--list", action="store_true", help="list the sweep configs shipped with the package "
+                       "(the paper's tables) and exit")
     _cluster_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 

@@ -164,7 +164,11 @@ def add_commands(commands) -> None:
     student.add_argument("--temperature", type=float, default=None, help="distillation temperature")
     student.add_argument("--groups", type=int, default=None, help="LTKD: number of class groups")
     student.add_argument("--teacher-cache", default="auto", choices=TEACHER_CACHE_MODES,
-                         help="teacher-logit cache (logit methods): auto (when it repays its build), on, off")
+                         help="teacher-logit cache for logit methods on in-memory data (CIFAR-style, digits): "
+                         "auto (default) reads an existing cache, or builds one when the run has at least as "
+                         "many epochs left as views per image (162 for CIFAR: a 240-epoch run builds it, a "
+                         "short one runs the live teacher); on: always (the build runs the teacher over every "
+                         "view once, hours on a CPU, minutes on a GPU); off: the live teacher")
     student.add_argument("--set", action="append", metavar="NAME=VALUE",
                          help="any other method hyperparameter, e.g. --set rebalance=false --set ce_weight=0.5")
     student.set_defaults(handler=cmd_train, role="student")

@@ -229,3 +229,20 @@ def test_cli_bad_input_is_one_line_and_nonzero(args, message, tmp_path, capsys):
     code = ltkd_main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_a_cache_build_reports_its_progress_with_rate_and_time_left():
+    from trainables.teacher_cache import BuildProgress
+
+    now = [0.0]
+    lines = []
+    progress = BuildProgress((1000, 162, 100), lines.append, every=60.0, clock=lambda: now[0])
+    for _ in range(10):  # 100 images every 30 s: 540 views/s
+        now[0] += 30.0
+        progress.advance(100)
+    assert lines == [  # one line a minute, none at the end (the build's own summary follows)
+        "200 of 1,000 images (20%), 540 views/s, about 4 min left",
+        "400 of 1,000 images (40%), 540 views/s, about 3 min left",
+        "600 of 1,000 images (60%), 540 views/s, about 2 min left",
+        "800 of 1,000 images (80%), 540 views/s, about 60 s left",
+    ]

@@ -292,6 +292,34 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class BuildProgress:
+    """A line every `every` seconds while a cache is built (logs and terminals alike): images done,
+    views per second, and time left at that rate. A long build (hours on a CPU) is never silent."""
+
+    def __init__(self, shape: tuple[int, int, int], log: Callable[[str], None], every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.images, self.views, self.log, self.every, self.clock = shape[0], shape[1], log, every, clock
+        self.started = self.last = clock()
+        self.done = 0
+
+    def advance(self, images: int) -> None:
+        self.done += images
+        now = self.clock()
+        if now - self.last < self.every or self.done >= self.images:
+            return
+        self.last = now
+        rate = self.done * self.views / max(now - self.started, 1e-9)
+        left = (self.images - self.done) * self.views / max(rate, 1e-9)
+        self.log(f"{self.done:,} of {self.images:,} images ({100 * self.done / self.images:.0f}%), "
+                 f"{rate:,.0f} views/s, about {_span(left)} left")
+
+
+def _span(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def _build(folder: Path, key: Mapping[str, Any], shape: tuple[int, int, int], dtype: str, builder: Builder,
            chunk_rows: int, reason: str, log: Callable[[str], None]) -> None:
     build_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -301,7 +329,13 @@ def _build(folder: Path, key: Mapping[str, Any], shape: tuple[int, int, int], dt
     try:
         with open(tmp, "wb") as f:
             writer = _ChunkWriter(f, shape, np.dtype(DTYPES[dtype]), chunk_rows)
-            extras = dict(builder(writer))
+            progress = BuildProgress(shape, lambda line: log(f"teacher logit cache {folder}: {line}"))
+
+            def sink(block: np.ndarray) -> None:
+                writer(block)
+                progress.advance(len(block))
+
+            extras = dict(builder(sink))
             writer.finish()
             f.flush()
             os.fsync(f.fileno())

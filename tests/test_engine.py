@@ -1,6 +1,7 @@
 """The training engine without Ray: teachers, students of every logit method, exact resume, bad input."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -246,3 +247,30 @@ def test_a_cache_build_reports_its_progress_with_rate_and_time_left():
         "600 of 1,000 images (60%), 540 views/s, about 2 min left",
         "800 of 1,000 images (80%), 540 views/s, about 60 s left",
     ]
+
+
+def test_a_live_teacher_run_reads_the_teachers_test_set_group_probabilities_from_its_checkpoint(teacher_dir,
+                                                                                                 tmp_path):
+    """The teacher's own last epoch measured them on the same test set and groups: a student run no
+    longer repeats a pass of the teacher over the test set (minutes per trial on a CPU at CIFAR size)."""
+    from trainables.checkpoint import load_checkpoint
+    from trainables.data.groups import class_groups
+    from trainables.data.pipeline import Normalization, TensorBatches
+    from trainables.data.sources import load_long_tailed
+    from trainables.engine import evaluate, recorded_group_prob, teacher_model
+
+    payload = load_checkpoint(teacher_dir)
+    recorded = payload["history"][-1]["group_prob"]
+    student = fit(RunConfig(**{**QUICK, "arch": "resnet8"}, role="student", method="kd", teacher=str(teacher_dir),
+                            epochs=1, teacher_cache="off"), tmp_path / "kd", log=None)
+    assert student.metrics["teacher_group_prob"] == recorded
+    # ... and they are what a pass of the teacher over the test set gives (what runs did before).
+    config = RunConfig(**QUICK, epochs=2).resolved()
+    data = load_long_tailed(config.dataset, None, config.imbalance_factor, config.data_seed,
+                            validation_per_class=config.validation_per_class)
+    groups = class_groups(data.counts, 3)
+    test = TensorBatches(data.test, 500, torch.device("cpu"), Normalization.of(data.train.images), augment=False)
+    _, measured = evaluate(teacher_model(payload, data.num_classes, torch.device("cpu")), test, data.num_classes,
+                           groups, None)
+    assert np.allclose(measured, recorded, atol=1e-5)
+    assert recorded_group_prob({"history": [{"group_prob": [0.5, 0.5]}]}, groups) is None  # not 3 groups: measured

@@ -22,6 +22,7 @@ holds for both.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -389,8 +390,23 @@ def _open_teacher(run: Run, payload: dict, model: torch.nn.Module | None, cachea
         model = teacher_model(payload, run.num_classes, run.device, run.channels_last)
     elif run.method.kind == "logit" and options.cache == "on":
         run.log("teacher: live forward pass (the cache needs in-memory data with the CIFAR augmentation)")
-    _, group_prob = evaluate(model, run.test_batches, run.num_classes, run.eval_groups, run.amp_dtype)
+    group_prob = recorded_group_prob(payload, run.eval_groups)
+    if group_prob is None:  # a checkpoint without it: one pass of the teacher over the test set
+        _, group_prob = evaluate(model, run.test_batches, run.num_classes, run.eval_groups, run.amp_dtype)
     return LiveTeacher(model, run.needs_features, group_prob)
+
+
+def recorded_group_prob(payload: dict, eval_groups: torch.Tensor) -> np.ndarray | None:
+    """The teacher's mean group probabilities on the test set, as its own run measured them at its last
+    epoch (the same test set and groups: read_teacher checked the data), so no student run repeats a
+    pass of the teacher over the test set (minutes per trial on a CPU). None if not recorded."""
+    history = payload.get("history") or []
+    values = history[-1].get("group_prob") if history else None
+    n_groups = int(eval_groups.max()) + 1
+    if not isinstance(values, list) or len(values) != n_groups or \
+            not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return None
+    return np.asarray(values, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------------- the run

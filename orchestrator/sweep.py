@@ -233,7 +233,10 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, s
         param_space=param_space or {},
         tune_config=tune.TuneConfig(num_samples=1 if search_alg is None else total, search_alg=search_alg,
                                     scheduler=scheduler, metric=config.objective_metric if scheduler else None,
-                                    mode="max" if scheduler else None, trial_dirname_creator=trial_dirname),
+                                    mode="max" if scheduler else None, trial_dirname_creator=trial_dirname,
+                                    # A finished trial's worker takes the next trial: no new process, no
+                                    # second import of torch per trial (seconds each on a CPU).
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             # One experiment folder per stage, resumes included (trial ids differ across resumes, so
             # their folders do too); Tune's result.json / progress.csv / events stay on, for

@@ -725,6 +725,11 @@ def test_every_run_folder_holds_its_log_and_tensorboard_events(finished_sweep):
         if json.loads((run / "run.json").read_text())["method"] != "ce":  # a distilled student logs its teacher's too
             assert scalars["teacher_group_prob/tail"][history[-1]["epoch"]] == \
                 pytest.approx(history[-1]["teacher_group_prob"][2], rel=1e-6)
+    # Workers are reused: the 3 search trials on 2 CPUs ran in at most 2 processes (no new process, no
+    # second import of torch, per trial).
+    pids = {re.search(r"trial \S+ \(search, .*, pid (\d+)$", (run / "train.log").read_text(), re.M).group(1)
+            for run in runs if "seed1-" in run.name}
+    assert 1 <= len(pids) <= 2
     # Tune's own files are on (tune.ExperimentAnalysis reads them), one folder per stage, short trial folders.
     assert sorted(p.name for p in (sweep / "ray").iterdir() if p.is_dir()) == ["final", "search", "teachers"]
     trial_dirs = [p for p in (sweep / "ray" / "search").iterdir() if p.is_dir()]

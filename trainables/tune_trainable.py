@@ -11,6 +11,7 @@ call fails the trial under Train V2).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import traceback
@@ -109,7 +110,7 @@ def run_trial(trial: TrialSpec, record: Recorder) -> None:
             # A fraction of a GPU is only a scheduling label to Ray: cap this trial's memory to its share.
             memory_share = trial.gpus * 0.95 if 0 < trial.gpus < 1 else None
             teacher_files = _teacher_files(trial)
-            log(f"trial {trial.trial_id} ({trial.stage}, cell {trial.cell}) on {socket.gethostname()}")
+            log(f"trial {trial.trial_id} ({trial.stage}, cell {trial.cell}) on {socket.gethostname()}, pid {os.getpid()}")
             result = fit(trial.run, run.path, callback=on_epoch, log=log, cuda_memory_fraction=memory_share,
                          teacher_path=teacher_files)
         except Exception as exc:

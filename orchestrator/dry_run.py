@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from orchestrator.plan import PlannedRun, cells, layout, teacher_runs
+from orchestrator.plan import PlannedRun, cells, layout, student_run, teacher_run, teacher_runs
 from orchestrator.studies import run_outcome
 from orchestrator.sweep_config import SweepConfig
 from trainables.data.sources import get_dataset
+from trainables.methods import get_method
 
 
 @dataclass
@@ -23,7 +24,7 @@ class StagePlan:
     runs: int  # planned trials
     done: int  # already finished (reused) or ended
     epochs: int  # per run
-    keys: list[tuple] = field(default_factory=list)  # (dataset, factor, arch, method, role) per run still to run
+    keys: list[tuple] = field(default_factory=list)  # `_key` of every run still to run
 
     @property
     def to_run(self) -> int:
@@ -55,14 +56,12 @@ def stages(config: SweepConfig) -> list[StagePlan]:
 
 
 def _student(config: SweepConfig, cell) -> PlannedRun:
-    from orchestrator.plan import student_run
-
     return student_run(config, cell, config.seeds[0], {}, "final")
 
 
 def _key(run: PlannedRun) -> tuple:
     r = run.resolved
-    return (r.dataset, float(r.imbalance_factor), r.arch, r.method, r.role, r.teacher_arch or "", r.batch_size)
+    return (r.dataset, float(r.imbalance_factor), r.arch, r.method, r.role, r.teacher_arch or "")
 
 
 def _ended_trials(config: SweepConfig) -> dict[tuple[str, str], int]:
@@ -81,7 +80,6 @@ def _ended_trials(config: SweepConfig) -> dict[tuple[str, str], int]:
 
 def cache_builds(config: SweepConfig) -> list[str]:
     """Teachers whose logit cache the sweep would build (logit-method students, in-memory data, cache on)."""
-    from trainables.methods import get_method
     from trainables.teacher_cache import CACHE_DIR_NAME
 
     if config.teacher_cache == "off":
@@ -92,8 +90,6 @@ def cache_builds(config: SweepConfig) -> list[str]:
         if get_method(cell.entry.method).kind != "logit" or not spec.in_memory:
             continue
         for seed in {config.teacher_seed_for(None)} | {config.teacher_seed_for(s) for s in config.seeds}:
-            from orchestrator.plan import teacher_run
-
             teacher = teacher_run(config, cell.setting, seed)
             needed[teacher.run_dir.uri] = teacher
     return [uri for uri, teacher in needed.items() if not (teacher.run_dir / CACHE_DIR_NAME).is_dir()]
@@ -204,7 +200,7 @@ def plan_report(config: SweepConfig, estimate: bool = True) -> str:
     macs: dict[tuple, int] = {}
     for stage in planned:
         for key in stage.keys:
-            dataset, factor, arch, method, role, teacher_arch, batch = key
+            dataset, factor, arch, method, role, teacher_arch = key
             known = earlier.get((dataset, factor, arch, method, role))
             if known is not None:
                 seconds += known * stage.epochs
@@ -241,8 +237,6 @@ def plan_report(config: SweepConfig, estimate: bool = True) -> str:
 
 
 def _is_logit(method: str) -> bool:
-    from trainables.methods import get_method
-
     return get_method(method).kind == "logit"
 
 

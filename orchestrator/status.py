@@ -14,6 +14,7 @@ from typing import Any
 from orchestrator.layout import SweepLayout
 from orchestrator.studies import run_outcome
 from orchestrator.sweep import driver_state, load_sweep_folder
+from trainables.console import span, stamp
 from trainables.storage import Location
 
 
@@ -120,19 +121,13 @@ def _time_left(records, left: int, running: int) -> str:
     if not len(durations) or not running:
         return ""
     median = float(durations.median())
-    return f", about {_span(median * left / running)} left at {running} at once (median trial {_span(median)})"
-
-
-def _span(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+    return f", about {span(median * left / running)} left at {running} at once (median trial {span(median)})"
 
 
 def watch(folder: str | Path, every: float = 10.0, stream=None) -> int:
     """`ltkd status --watch`: the status again every `every` seconds until the sweep's driver is gone."""
     import sys
     import time
-
-    from orchestrator.console import stamp
 
     stream = stream or sys.stdout
     while True:

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.console import say
 from orchestrator.layout import LOCK_FILE, SWEEP_FILE
 from orchestrator.plan import (PlannedRun, cells, final_runs, layout, plan_summary, storage_root, sweep_dir,
                               teacher_runs)
 from orchestrator.studies import CellSearch, opened_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
+from trainables.console import say
 from trainables.errors import UserError
 from trainables.storage import Location, StorageError
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from orchestrator.cli import known
 from trainables.config import AMP_MODES, DEVICES, TEACHER_CACHE_MODES
 from trainables.data.sources import DATASETS
 from trainables.errors import UserError
@@ -138,12 +139,6 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
                         help="mixed precision on CUDA (losses always run in float32)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, run.json, metrics.jsonl; "
                         "an unfinished run of the same config there is resumed")
-
-
-def known(registry) -> str:
-    from orchestrator.cli import known as listed
-
-    return listed(registry)
 
 
 def add_commands(commands) -> None:

@@ -9,11 +9,11 @@ import time
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from orchestrator.console import stamp
 from orchestrator.plan import PlannedRun
 from orchestrator.records import write_record
 from orchestrator.studies import CellSearch
 from orchestrator.sweep_config import SweepConfig
+from trainables.console import stamp
 from trainables.trial import TrialSpec
 from trainables.tune_trainable import run_trial
 
@@ -155,9 +155,10 @@ class Progress(Callback):
         """Seconds until the stage ends, None before any trial has ended.
 
         The stage's remaining trials are laid out on the slots it has used at once, as Tune runs
-        them: each running trial for what is left of the mean duration (a quarter of the mean once it
-        has outlived it: it is still running), each waiting one for the mean. Running trials that have outlived the mean
-        raise it (the first trials to end are the short ones). Exact for equal trial durations.
+        them: each running trial for what is left of the mean duration (a quarter of the mean once
+        it has outlived it: it is still running), each waiting one for the mean. Running trials that
+        have outlived the mean raise it (the first trials to end are the short ones). Exact for
+        equal trial durations.
         """
         left = self.total - self.done - self.errored - self.stopped
         if not self.durations or left <= 0:

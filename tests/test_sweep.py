@@ -681,7 +681,7 @@ def test_status_lists_running_trials_with_their_epoch_and_hyperparameters(finish
     # Time left: the stage's median trial duration, over what is left, at the trials running now.
     records = pd.DataFrame({"status": ["completed"] * 3, "wall_seconds": [50.0, 60.0, 70.0]})
     assert _time_left(records, left=2, running=2) == ", about 60 s left at 2 at once (median trial 60 s)"
-    assert _time_left(records, left=4, running=2) == ", about 2.0 min left at 2 at once (median trial 60 s)"
+    assert _time_left(records, left=4, running=2) == ", about 2 min left at 2 at once (median trial 60 s)"
     assert _time_left(records, left=0, running=2) == ""
 
 
@@ -729,7 +729,8 @@ def test_every_run_folder_holds_its_log_and_tensorboard_events(finished_sweep):
     # second import of torch, per trial).
     pids = {re.search(r"trial \S+ \(search, .*, pid (\d+)$", (run / "train.log").read_text(), re.M).group(1)
             for run in runs if "seed1-" in run.name}
-    assert 1 <= len(pids) <= 2
+    assert len(pids) <= 2 or (os.cpu_count() or 1) >= 3  # a machine with 3 CPUs runs all 3 at once
+    assert len(pids) >= 1
     # Tune's own files are on (tune.ExperimentAnalysis reads them), one folder per stage, short trial folders.
     assert sorted(p.name for p in (sweep / "ray").iterdir() if p.is_dir()) == ["final", "search", "teachers"]
     trial_dirs = [p for p in (sweep / "ray" / "search").iterdir() if p.is_dir()]

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.console import span
 from trainables.locks import Lease
 
 FORMAT = "ltkd-teacher-logits"
@@ -311,13 +312,7 @@ class BuildProgress:
         rate = self.done * self.views / max(now - self.started, 1e-9)
         left = (self.images - self.done) * self.views / max(rate, 1e-9)
         self.log(f"{self.done:,} of {self.images:,} images ({100 * self.done / self.images:.0f}%), "
-                 f"{rate:,.0f} views/s, about {_span(left)} left")
-
-
-def _span(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+                 f"{rate:,.0f} views/s, about {span(left)} left")
 
 
 def _build(folder: Path, key: Mapping[str, Any], shape: tuple[int, int, int], dtype: str, builder: Builder,

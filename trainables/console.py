@@ -1,4 +1,7 @@
-"""The driver's console lines: each starts with the time of day, so a log of a long sweep reads as a timeline."""
+"""How console and log lines say times: the time of day a line is about, and a span of seconds.
+
+Torch-free: the driver, `ltkd status` and the trainables' logs all use it.
+"""
 from __future__ import annotations
 
 import sys
@@ -13,3 +16,10 @@ def stamp(when: float | None = None) -> str:
 def say(text: str, stream=None) -> None:
     """A driver's console line, with its time."""
     print(f"{stamp()} {text}", file=stream or sys.stdout, flush=True)
+
+
+def span(seconds: float) -> str:
+    """A duration as people read it: "45 s", "12 min", "3.5 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -8,6 +8,7 @@ models' multiply-accumulates (MACs) at a rate measured on this machine's device.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -71,7 +72,7 @@ def _ended_trials(config: SweepConfig) -> dict[tuple[str, str], int]:
         return {}
     from results.store import read_results
 
-    frame = read_results([folder.folder.uri], warn=lambda message: None, allow_empty=True)
+    frame = read_results([folder.folder.uri], warn=lambda message: None, allow_empty=True, final_only=True)
     if not len(frame):
         return {}
     final = frame[frame["row_kind"] == "final"]
@@ -116,8 +117,10 @@ def earlier_epoch_seconds(config: SweepConfig) -> dict[tuple, float]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def model_macs(arch: str, dataset: str, num_classes: int) -> int:
-    """Multiply-accumulates of one image's forward pass (convolutions and linear layers)."""
+    """Multiply-accumulates of one image's forward pass (convolutions and linear layers); one count per
+    model (building a model and running it costs ~0.05 s, and a paper-scale plan has thousands of runs)."""
     import torch
 
     from trainables.models import create_model
@@ -175,11 +178,29 @@ def measured_rate(device_name: str = "auto") -> tuple[float, str]:
     return 3 * 64 * model_macs("resnet8", "cifar100", 100) / seconds, str(device)
 
 
-def plan_report(config: SweepConfig, estimate: bool = True) -> str:
-    """The lines `ltkd plan` prints."""
+def epoch_macs(config: SweepConfig, key: tuple) -> float:
+    """Multiply-accumulates of one epoch of a planned run (`_key(run)`): its training steps (forward and
+    backward of the trained model, 3 forward passes; plus the teacher's forward unless its logits come
+    from the cache) over the long-tailed set, and the evaluation of the validation and test sets."""
     from trainables.data.long_tail import long_tail_counts
     from trainables.data.sources import nominal_n_max
 
+    dataset, factor, arch, method, role, teacher_arch = key
+    spec = get_dataset(dataset)
+    holdout = config.validation_per_class_for(next(d for d in config.datasets if d.name == dataset))
+    images = sum(long_tail_counts(nominal_n_max(spec, holdout), spec.num_classes, factor))
+    student = model_macs(arch, dataset, spec.num_classes)
+    per_image = 3 * student
+    if teacher_arch and role == "student":
+        cached = spec.in_memory and config.teacher_cache == "on" and _is_logit(method)
+        per_image += 0 if cached else model_macs(teacher_arch, dataset, spec.num_classes)
+    # Validation every epoch, the test set every test_every epochs (ignoring the last epoch's, always evaluated).
+    evaluated = spec.num_classes * (holdout + spec.test_per_class / config.test_every)
+    return float(images * per_image + evaluated * student)
+
+
+def plan_report(config: SweepConfig, estimate: bool = True) -> str:
+    """The lines `ltkd plan` prints."""
     folder = layout(config)
     lines = [f"plan of sweep {config.name} at {folder.folder} (nothing is written; `ltkd sweep` runs it)"]
     planned = stages(config)
@@ -197,10 +218,9 @@ def plan_report(config: SweepConfig, estimate: bool = True) -> str:
     earlier = earlier_epoch_seconds(config)
     rate, device = None, None
     seconds, from_earlier, from_macs = 0.0, 0, 0
-    macs: dict[tuple, int] = {}
     for stage in planned:
         for key in stage.keys:
-            dataset, factor, arch, method, role, teacher_arch = key
+            dataset, factor, arch, method, role, _ = key
             known = earlier.get((dataset, factor, arch, method, role))
             if known is not None:
                 seconds += known * stage.epochs
@@ -208,16 +228,7 @@ def plan_report(config: SweepConfig, estimate: bool = True) -> str:
                 continue
             if rate is None:
                 rate, device = measured_rate(config.device)
-            spec = get_dataset(dataset)
-            holdout = config.validation_per_class_for(next(d for d in config.datasets if d.name == dataset))
-            images = sum(long_tail_counts(nominal_n_max(spec, holdout), spec.num_classes, factor))
-            student = macs.setdefault((arch, dataset), model_macs(arch, dataset, spec.num_classes))
-            per_image = 3 * student  # forward and backward of the trained model
-            if teacher_arch and role == "student":
-                teacher = macs.setdefault((teacher_arch, dataset), model_macs(teacher_arch, dataset, spec.num_classes))
-                per_image += 0 if (spec.in_memory and config.teacher_cache == "on" and _is_logit(method)) else teacher
-            evaluated = spec.num_classes * (holdout + spec.test_per_class)
-            seconds += stage.epochs * (images * per_image + evaluated * student) / rate
+            seconds += stage.epochs * epoch_macs(config, key) / rate
             from_macs += 1
     total_runs = sum(stage.to_run for stage in planned)
     if not total_runs:

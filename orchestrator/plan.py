@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.layout import SweepLayout
 from orchestrator.sweep_config import MethodEntry, SweepConfig
 from trainables.config import RunConfig
+from trainables.methods import get_method
 from trainables.storage import Location
 from trainables.trial import TrialSpec
 
@@ -133,7 +134,8 @@ def cells(config: SweepConfig) -> list[Cell]:
 def _common(config: SweepConfig, setting: Setting) -> dict[str, Any]:
     return dict(dataset=setting.dataset, root=setting.root, imbalance_factor=setting.imbalance_factor,
                 data_seed=config.data_seed, validation_per_class=setting.validation_per_class,
-                batch_size=config.batch_size, device=config.device, progress=False, teacher_cache=config.teacher_cache)
+                batch_size=config.batch_size, device=config.device, progress=False, teacher_cache=config.teacher_cache,
+                teacher_cache_dtype=config.teacher_cache_dtype, test_every=config.test_every)
 
 
 def teacher_run(config: SweepConfig, setting: Setting, seed: int) -> PlannedRun:
@@ -162,7 +164,7 @@ def student_run(config: SweepConfig, cell: Cell, seed: int, hparams: dict[str, A
     """A student of `cell` trained with `seed`: a search trial (stage "search") or a final run."""
     s = cell.setting
     teacher_dir = teacher_seed = None
-    if cell.entry.method != "ce":
+    if get_method(cell.entry.method).needs_teacher:
         teacher_seed = config.teacher_seed_for(None if stage == "search" else seed)
         teacher_dir = teacher_run(config, s, teacher_seed).run_dir
     # The teacher is named by its path on the storage (no URI options: they are not part of a run's identity).
@@ -187,7 +189,13 @@ def search_run(config: SweepConfig, cell: Cell, hparams: dict[str, Any], study: 
 
 
 def final_runs(config: SweepConfig, best: dict[str, dict[str, Any]]) -> list[PlannedRun]:
-    """Every cell with every seed in `seeds`, at its chosen hyperparameters (`best` by cell key; else its hparams).
+    """Every cell with every seed in `seeds`, at its chosen hyperparameters (`best` by cell key; else its hparams)."""
+    return [run for cell in cells(config) for run in cell_final_runs(config, cell, best.get(cell.key))]
+
+
+def cell_final_runs(config: SweepConfig, cell: Cell, chosen: dict[str, Any] | None) -> list[PlannedRun]:
+    """A cell's final runs, one per seed in `seeds`, at `chosen` (its search's best hyperparameters;
+    None: no search, or a search that completed no trial, so the entry's own hparams and defaults).
 
     A final run never shares a run folder with a search trial: search trials train with
     search_seeds, which validate keeps disjoint from seeds, and the seed is part of a run's
@@ -195,14 +203,18 @@ def final_runs(config: SweepConfig, best: dict[str, dict[str, Any]]) -> list[Pla
     hyperparameters, never the search's own best draw reused (the max of n test- or
     validation-selected draws would be biased upward).
     """
-    runs = []
-    for cell in cells(config):
-        if cell.entry.search is not None and cell.key not in best:
-            # The search chose nothing (no trial completed): the finals run at the defaults, and their
-            # records must say so (search_trials 0), not claim a selection that never happened.
-            cell = dataclasses.replace(cell, entry=dataclasses.replace(cell.entry, search=None))
-        runs += [student_run(config, cell, seed, best.get(cell.key, {}), "final") for seed in config.seeds]
-    return runs
+    if cell.entry.search is not None and chosen is None:
+        # The search chose nothing (no trial completed): the finals run at the defaults, and their
+        # records must say so (search_trials 0), not claim a selection that never happened.
+        cell = dataclasses.replace(cell, entry=dataclasses.replace(cell.entry, search=None))
+    return [student_run(config, cell, seed, chosen or {}, "final") for seed in config.seeds]
+
+
+def cell_teachers(config: SweepConfig, cell: Cell) -> set[str]:
+    """The run folders (URIs) of the teachers a cell's runs read: none for a method without a teacher."""
+    if not get_method(cell.entry.method).needs_teacher:
+        return set()
+    return {teacher_run(config, cell.setting, seed).run_dir.uri for seed in config.teacher_seeds}
 
 
 PLAN_FORMAT = 1

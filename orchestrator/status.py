@@ -73,13 +73,14 @@ def _records(layout: SweepLayout):
     import pandas as pd
 
     from results.store import read_results
+    from trainables.metrics import ACCURACY_METRICS
 
     if not layout.results.is_dir():
         return pd.DataFrame(columns=["stage", "status", "cell"])
-    frame = read_results([layout.folder.uri], warn=lambda message: None, allow_empty=True)
-    if "row_kind" in frame:
-        frame = frame[frame["row_kind"] == "final"]
-    return frame
+    # The columns status shows (OBJECTIVES' validation twins included: whichever the searches maximise).
+    columns = ("stage", "status", "cell", "wall_seconds", *ACCURACY_METRICS)
+    return read_results([layout.folder.uri], warn=lambda message: None, allow_empty=True, final_only=True,
+                        columns=columns)
 
 
 def running_runs(layout: SweepLayout, plan: dict[str, Any]) -> list[str]:

@@ -1,12 +1,14 @@
 """The sweep driver: plans the stages and launches them on Ray Tune. It trains nothing itself.
 
-Stage 1 trains the teachers (reusing any already trained on the same storage), stage 2 runs
-every cell's Optuna search at the same time (with the search seed, on the metric
-`SweepConfig.objective_metric` names), stage 3 trains each cell's best configuration (or a
-baseline's defaults) with every final seed, in run folders no search trial uses. Everything a
-stage needs to know about earlier work is read back from the run folders, the Optuna journal and
-the Parquet results, so `ltkd resume` (or running the same config again) continues where a killed
-driver stopped.
+The teachers train first (reusing any already trained on the same storage); every cell's Optuna
+search runs as soon as its teachers have finished, all cells at the same time (with the search
+seed, on the metric `SweepConfig.objective_metric` names); each cell's final runs train its best
+configuration (or a baseline's defaults) with every final seed, in run folders no search trial
+uses, as soon as its search has ended. All three stages are one Tune run
+(orchestrator/tune_glue.SweepSearcher), so slots and worker processes pass from stage to stage.
+Everything the driver needs to know about earlier work is read back from the run folders, the
+Optuna journal and the Parquet results, so `ltkd resume` (or running the same config again)
+continues where a killed driver stopped.
 """
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.layout import LOCK_FILE, SWEEP_FILE
-from orchestrator.plan import (PlannedRun, cells, final_runs, layout, plan_summary, storage_root, sweep_dir,
-                              teacher_runs)
+from orchestrator.plan import PlannedRun, cells, layout, plan_summary, storage_root, sweep_dir, teacher_runs
 from orchestrator.studies import CellSearch, opened_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
 from trainables.console import say
 from trainables.errors import UserError
+from trainables.methods import get_method
 from trainables.storage import Location, StorageError
 
 class SweepError(UserError):
@@ -117,7 +119,10 @@ def _write_sweep_file(config: SweepConfig) -> None:
     config.storage = storage_root(config).uri
     existing = (folder / SWEEP_FILE).read_text()
     if existing is not None:
-        previous = json.loads(existing)
+        try:  # read as a config: keys added since it was written take their defaults
+            previous = json.loads(parse_config(json.loads(existing)).to_json())
+        except (ValueError, ConfigError):
+            previous = json.loads(existing)
         previous["storage"] = config.storage
         current = json.loads(config.to_json())
         if previous != current:
@@ -209,10 +214,11 @@ def _ensure_record(run: PlannedRun, config: SweepConfig) -> None:
         write_record(spec, None, "completed")
 
 
-def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, stop_check=None, param_space=None,
-                search_alg=None,
-                scheduler=None) -> Any:
+def _tune_run(config: SweepConfig, total: int, verbose: bool, search_alg, *, stop_check=None, scheduler=None,
+              on_reused=None) -> Any:
+    """One Tune run for every stage of the sweep (orchestrator/tune_glue.SweepSearcher hands out the trials)."""
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from orchestrator.records import write_record
     from orchestrator.tune_glue import Progress, ltkd_trial, trial_dirname
@@ -223,33 +229,41 @@ def _tune_stage(config: SweepConfig, stage: str, total: int, verbose: bool, *, s
         if status == "early_stopped" and trial:
             write_record(TrialSpec.from_dict(trial), None, "early_stopped", started)
 
-    progress = Progress(stage, total, config.objective_metric, on_trial_end=on_end, stop_check=stop_check)
+    progress = Progress("sweep", total, config.objective_metric, on_trial_end=on_end, stop_check=stop_check)
+    if on_reused is not None:  # final runs found finished when their cell's search ended are not Tune trials
+        on_reused.append(lambda n: setattr(progress, "total", progress.total - n))
+    # Tune's result.json and progress.csv per trial (tune.ExperimentAnalysis reads them), but not its
+    # TensorBoard logger: every run folder has its own event files (trainables/tracking.py), and Tune's
+    # flushes and fsyncs a file per result in the driver's loop (~40 ms a result at paper scale).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    loggers = [CSVLoggerCallback(), JsonLoggerCallback()]
     resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
     ray_folder = layout(config).ray
     # Ray keeps its experiment state and trial logs on the same storage, object stores included.
     filesystem, ray_path = ray_folder.filesystem() if ray_folder.remote else (None, ray_folder.path)
     tuner = tune.Tuner(
         tune.with_resources(ltkd_trial, resources),
-        param_space=param_space or {},
-        tune_config=tune.TuneConfig(num_samples=1 if search_alg is None else total, search_alg=search_alg,
-                                    scheduler=scheduler, metric=config.objective_metric if scheduler else None,
+        tune_config=tune.TuneConfig(num_samples=total, search_alg=search_alg, scheduler=scheduler,
+                                    metric=config.objective_metric if scheduler else None,
                                     mode="max" if scheduler else None, trial_dirname_creator=trial_dirname,
-                                    # A finished trial's worker takes the next trial: no new process, no
-                                    # second import of torch per trial (seconds each on a CPU).
+                                    # A finished trial's worker takes the next trial, whatever its stage:
+                                    # no new process, no second import of torch per trial (seconds each).
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            # One experiment folder per stage, resumes included (trial ids differ across resumes, so
-            # their folders do too); Tune's result.json / progress.csv / events stay on, for
-            # tune.ExperimentAnalysis and TensorBoard.
-            name=stage, storage_path=ray_path, storage_filesystem=filesystem,
+            # One experiment folder for every driver run of the sweep, resumes included (trial ids
+            # differ across resumes, so their folders do too).
+            name=TUNE_EXPERIMENT, storage_path=ray_path, storage_filesystem=filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_retries),
-            callbacks=[progress, *tracking_callbacks(config, stage)], verbose=2 if verbose else 0,
+            callbacks=[progress, *loggers, *tracking_callbacks(config, "sweep")], verbose=2 if verbose else 0,
         ),
     )
     try:
         return tuner.fit()
     finally:
         progress.close()
+
+
+TUNE_EXPERIMENT = "trials"  # <sweep>/ray/trials/ltkd_trial_<id>/: Tune's result.json and progress.csv
 
 
 def tracking_callbacks(config: SweepConfig, stage: str) -> list:
@@ -270,72 +284,76 @@ def tracking_callbacks(config: SweepConfig, stage: str) -> list:
     return callbacks
 
 
-def _run_grid(config: SweepConfig, stage: str, runs: list[PlannedRun], verbose: bool, stop_check=None) -> int:
-    """Launch runs that have not finished yet; returns how many errored."""
-    from ray import tune
-
+def _unfinished(config: SweepConfig, stage: str, runs: list[PlannedRun]) -> list[PlannedRun]:
+    """Runs that have not finished yet; a finished one gets its record if a killed driver left it without."""
     todo = []
     for run in runs:
         if run_outcome(run.run_dir, run.epochs) is not None:
             _ensure_record(run, config)
         else:
             todo.append(run)
-    reused = len(runs) - len(todo)
-    say(f"{stage}: {len(runs)} runs, {reused} already finished (reused), {len(todo)} to run")
-    if not todo:
-        return 0
-    grid = tune.grid_search([run.trial_config(config) for run in todo])
-    results = _tune_stage(config, stage, len(todo), verbose, stop_check=stop_check, param_space={"trial": grid})
-    return sum(1 for r in results if r.error is not None)
+    say(f"{stage}: {len(runs)} runs, {len(runs) - len(todo)} already finished (reused), {len(todo)} to run")
+    return todo
 
 
-def _search_stage(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[dict[str, dict], int]:
-    """Every searched cell's study, run at the same time. Returns best hparams per cell key and errors."""
-    searched = [cell for cell in cells(config) if cell.entry.search is not None]
-    if not searched:
-        return {}, 0
-    with opened_storage(layout(config).journal) as storage:
-        return _run_searches(config, [CellSearch(config, cell, storage) for cell in searched], verbose, stop_check)
+def _run_stages(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[int, int]:
+    """Teachers, searches and finals in one Tune run. Returns (failed teachers, errored students)."""
+    from contextlib import nullcontext
 
+    from orchestrator.plan import cell_final_runs, cell_teachers
+    from orchestrator.tune_glue import SearchTrialsASHA, SweepSearcher
 
-def _run_searches(config: SweepConfig, searches: list[CellSearch], verbose: bool,
-                  stop_check=None) -> tuple[dict[str, dict], int]:
-    from orchestrator.tune_glue import CellsSearcher
+    teachers = teacher_runs(config)
+    todo = _unfinished(config, "teachers", teachers)
+    todo_dirs = {run.run_dir.uri for run in todo}
+    all_cells = cells(config)
+    searched = [cell for cell in all_cells if cell.entry.search is not None]
+    journal = opened_storage(layout(config).journal) if searched else nullcontext()
+    with journal as storage:
+        searches = [CellSearch(config, cell, storage) for cell in searched]
+        for search in searches:
+            for run, _ in search.reconcile():
+                _ensure_record(run, config)
+        if searches:
+            say(f"search: {len(searches)} cells, {sum(s.ended() for s in searches)} trials already ended, "
+                f"{sum(s.remaining() for s in searches)} to run (maximising {config.objective_metric}, search seed "
+                f"{config.search_seed})")
+        finals = len(all_cells) * len(config.seeds)
+        say(f"final: {finals} runs, each cell's as soon as its search has ended (or its teachers, without one)")
 
-    for search in searches:
-        for run, _ in search.reconcile():
+        def final_runs_of(cell, chosen):
+            if cell.entry.search is not None and chosen is None:
+                say(f"search: {cell.key} has no completed trial; its final runs use the defaults")
+                warning = get_method(cell.entry.method).guessed_defaults_warning(cell.setting.dataset,
+                                                                               cell.entry.hparams)
+                if warning:
+                    print(f"warning: {cell.entry.label}: {warning}", file=sys.stderr)
+            # Finals train every seed in `seeds`: fresh runs, never a search trial's (plan.cell_final_runs).
+            return cell_final_runs(config, cell, chosen)
+
+        reused = []
+
+        def finished(run: PlannedRun) -> bool:
+            if run_outcome(run.run_dir, run.epochs) is None:
+                return False
             _ensure_record(run, config)
-    total = sum(search.remaining() for search in searches)
-    done = sum(search.ended() for search in searches)
-    say(f"search: {len(searches)} cells, {done} trials already ended, {total} to run (maximising "
-          f"{config.objective_metric}, search seed {config.search_seed})")
-    errors = 0
-    if total:
+            for tell in reused:
+                tell(1)
+            return True
+
+        searcher = SweepSearcher(config, todo, {run.run_dir.uri for run in teachers} - todo_dirs, all_cells, searches,
+                                 teachers_of=lambda cell: cell_teachers(config, cell), final_runs=final_runs_of,
+                                 skip=finished)
         scheduler = None
-        if config.scheduler.asha:
-            from ray.tune.schedulers import ASHAScheduler
-
-            scheduler = ASHAScheduler(time_attr="epoch", grace_period=config.scheduler.grace_period,
-                                      reduction_factor=config.scheduler.reduction_factor,
-                                      max_t=max(run_epochs(config, search) for search in searches))
-        results = _tune_stage(config, "search", total, verbose, stop_check=stop_check,
-                              search_alg=CellsSearcher(config, searches),
-                              scheduler=scheduler)
-        errors = sum(1 for r in results if r.error is not None)
-    best = {}
-    for search in searches:
-        hparams = search.best_hparams()
-        if hparams is None:  # left out of `best`: its finals run at the defaults and are recorded so
-            say(f"search: {search.cell.key} has no completed trial; its final runs use the defaults")
-            from trainables.methods import get_method
-
-            warning = get_method(search.cell.entry.method).guessed_defaults_warning(search.cell.setting.dataset,
-                                                                                    search.cell.entry.hparams)
-            if warning:
-                print(f"warning: {search.cell.entry.label}: {warning}", file=sys.stderr)
-            continue
-        best[search.cell.key] = hparams
-    return best, errors
+        if config.scheduler.asha and searches:
+            scheduler = SearchTrialsASHA(time_attr="epoch", grace_period=config.scheduler.grace_period,
+                                         reduction_factor=config.scheduler.reduction_factor,
+                                         max_t=max(run_epochs(config, search) for search in searches))
+        total = len(todo) + sum(search.remaining() for search in searches) + finals
+        results = _tune_run(config, total, verbose, searcher, stop_check=stop_check, scheduler=scheduler,
+                            on_reused=reused)
+    errored = sum(1 for r in results if r.error is not None and r.config.get("trial", {}).get("stage") != "teacher")
+    return len(searcher.failed_teachers), errored
 
 
 def _warn_guessed_defaults(config: SweepConfig) -> None:
@@ -381,26 +399,21 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
         say(_plan_line(plan))
         _start_ray(address, verbose, config)
         try:
-            errors = _run_grid(config, "teachers", teacher_runs(config), verbose, lock.taken_over)
-            lock.stop_if_taken_over()
-            if errors:
-                raise SweepError(f"{errors} teacher runs failed after {config.max_retries} retries; see their logs "
-                                 f"under {layout(config).ray}, fix the cause and `ltkd resume {shlex.quote(folder.uri)}`")
-            best, search_errors = _search_stage(config, verbose, lock.taken_over)
-            lock.stop_if_taken_over()
-            # Finals train every seed in `seeds`: fresh runs, never a search trial's (plan.final_runs).
-            final_errors = _run_grid(config, "final", final_runs(config, best), verbose, lock.taken_over)
+            failed_teachers, failed = _run_stages(config, verbose, lock.taken_over)
             lock.stop_if_taken_over()
         except Exception:
-            lock.stop_if_taken_over()  # a stage ended by the takeover: say that, not Tune's error
+            lock.stop_if_taken_over()  # a run ended by the takeover: say that, not Tune's error
             raise
         finally:
             import ray
 
             ray.shutdown()
+        if failed_teachers:
+            raise SweepError(f"{failed_teachers} teacher runs failed after {config.max_retries} retries (their cells' "
+                             f"students did not run); see their logs under {layout(config).ray}, fix the cause and "
+                             f"`ltkd resume {shlex.quote(folder.uri)}`")
         say(f"sweep {config.name} finished in {(time.time() - started) / 60:.1f} min")
         _print_table(folder)
-        failed = search_errors + final_errors
         if failed:
             print(f"{failed} trials errored after {config.max_retries} retries; `ltkd resume {shlex.quote(folder.uri)}` retries "
                   "unfinished runs", file=sys.stderr)
@@ -436,6 +449,6 @@ def _print_table(folder: Location) -> None:
     from results.store import read_results
     from results.tables import all_tables
 
-    tables = all_tables(read_results([folder.uri], allow_empty=True))
+    tables = all_tables(read_results([folder.uri], allow_empty=True, final_only=True))
     print("\n".join(to_markdown(table) for table in tables))
     print(f"(`ltkd report {shlex.quote(folder.uri)} --out DIR --figures` writes LaTeX, HTML, CSV and figures)")

@@ -6,7 +6,8 @@ defaults and choices as a JSON Schema for editors (`ltkd config schema`).
 
 The comparison protocol (issue 13) lives here too, each rule in one place:
 - `selection` ("val", the default, or "test", the paper's protocol): what searches maximise,
-  `SweepConfig.objective_metric` ("val_" + objective, or objective itself);
+  `SweepConfig.objective_metric` ("val_" + objective, or objective itself); with "test" every epoch
+  must evaluate the test set (`test_every` 1: Tune and ASHA read the metric in every result);
 - `search_seeds` (default one seed not in `seeds`): the seed(s) search trials train with, so a
   final run is never a search trial reused;
 - `teacher_seeds` (default [0]: one teacher per setting serves every student seed; equal to
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from trainables.config import TEACHER_CACHE_MODES
+from trainables.config import TEACHER_CACHE_DTYPES, TEACHER_CACHE_MODES
 from trainables.errors import UserError
 from trainables.metrics import OBJECTIVES, validation_twin
 
@@ -124,6 +125,9 @@ class SweepConfig:
     resources: ResourcesEntry = field(default_factory=ResourcesEntry)
     device: str = "auto"
     teacher_cache: str = "on"  # teacher-logit cache for logit students: on, auto or off (see RunConfig)
+    teacher_cache_dtype: str = "float32"  # how the cache stores logits: float32, or float16 (half the size)
+    # Every run evaluates its test set every test_every epochs and at the last; validation every epoch.
+    test_every: int = 1
     selection: str = "val"  # val: searches maximise the validation metric; test: the test metric (the paper's)
     search_seeds: list[int] | None = None  # None: [max(seeds) + 1], a seed no final run uses
     teacher_seeds: list[int] = field(default_factory=lambda: [0])  # one seed for all, or equal to seeds
@@ -398,7 +402,7 @@ def check_storage(value: Any, key: str = "storage") -> None:
 def validate(config: SweepConfig) -> None:
     """Every impossible value, named by its key. Touches no file and starts nothing."""
     from search_spaces import get_space
-    from trainables.config import check_device
+    from trainables.config import check_device, check_test_every
     from trainables.data.sources import DATASETS
     from trainables.methods import get_method
     from trainables.models import MODELS
@@ -422,6 +426,10 @@ def validate(config: SweepConfig) -> None:
         need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
              f"{key} must be an integer >= 1, got {value!r}")
     need(config.teacher_cache in TEACHER_CACHE_MODES, f"teacher_cache must be on, auto or off, got {config.teacher_cache!r}")
+    need(config.teacher_cache_dtype in TEACHER_CACHE_DTYPES,
+         f"teacher_cache_dtype must be one of {', '.join(TEACHER_CACHE_DTYPES)}, "
+         f"got {_shown(config.teacher_cache_dtype)}")
+    need_user(check_test_every, config.test_every)
     need(config.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
     _validate_protocol(config, need)
     need(isinstance(config.max_retries, int) and config.max_retries >= 0, f"max_retries must be >= 0, got {config.max_retries!r}")
@@ -503,10 +511,15 @@ def _seed_list(value: Any) -> bool:
 
 
 def _validate_protocol(config: SweepConfig, need) -> None:
-    """selection, search_seeds, teacher_seeds, search_baselines: each error one line naming its key."""
+    """selection (and test_every with it), search_seeds, teacher_seeds, search_baselines: each error one line
+    naming its key."""
     need(config.selection in SELECTIONS,
          f"selection must be val (searches maximise the validation split) or test (the paper's protocol: the test "
          f"set), got {_shown(config.selection)}")
+    # Tune and ASHA need the searched metric in every epoch's result: with "test" that is the test set's.
+    need(config.selection != "test" or config.test_every == 1,
+         f"test_every = {config.test_every} with selection = \"test\": searches read the test metric every epoch; "
+         "set test_every = 1, or use selection = \"val\" (validation is evaluated every epoch)")
     need(isinstance(config.search_baselines, bool),
          f"search_baselines must be true or false, got {_shown(config.search_baselines)}")
     if config.search_seeds is not None:
@@ -585,6 +598,8 @@ def _schema_extras() -> dict[tuple[type, str], dict[str, Any]]:
         (SweepConfig, "max_retries"): {"minimum": 0},
         (SweepConfig, "device"): {"pattern": f"^(?:{_DEVICE_PATTERN.pattern})$"},
         (SweepConfig, "teacher_cache"): {"enum": list(TEACHER_CACHE_MODES)},
+        (SweepConfig, "teacher_cache_dtype"): {"enum": list(TEACHER_CACHE_DTYPES)},
+        (SweepConfig, "test_every"): {"minimum": 1},
         (SweepConfig, "selection"): {"enum": list(SELECTIONS)},
         (SweepConfig, "search_seeds"): {**seed_list, "maxItems": 1},
         (SweepConfig, "teacher_seeds"): seed_list,

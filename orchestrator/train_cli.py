@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from orchestrator.cli import known
-from trainables.config import AMP_MODES, DEVICES, TEACHER_CACHE_MODES
+from trainables.config import AMP_MODES, DEVICES, TEACHER_CACHE_DTYPES, TEACHER_CACHE_MODES
 from trainables.data.sources import DATASETS
 from trainables.errors import UserError
 from trainables.methods import METHODS
@@ -59,6 +59,7 @@ def run_config_from_args(args: argparse.Namespace, role: str):
         teacher_arch=getattr(args, "teacher_arch", None), seed=args.seed, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, device=args.device, amp=args.amp,
         teacher_cache=getattr(args, "teacher_cache", "auto"),
+        teacher_cache_dtype=getattr(args, "teacher_cache_dtype", "float32"), test_every=getattr(args, "test_every", 1),
     )
 
 
@@ -80,7 +81,7 @@ def check_out_folder(out: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainables.config import check_device, check_imbalance_factor, check_validation_per_class
+    from trainables.config import check_device, check_imbalance_factor, check_test_every, check_validation_per_class
     from trainables.data.sources import get_dataset
     from trainables.engine import fit
     from trainables.run_files import TrainLog
@@ -89,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # The flags first, named as typed; then every setting checked, all before any work.
     check_out_folder(args.out)
     check_device(args.device, "--device")
+    check_test_every(args.test_every, "--test-every")
     get_dataset(args.dataset)
     check_validation_per_class(args.dataset, args.validation_per_class, "--validation-per-class")
     check_imbalance_factor(args.dataset, args.imbalance_factor, "--imbalance-factor",
@@ -137,6 +139,9 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
     parser.add_argument("--device", default="auto", help=f"one of {DEVICES} (auto: CUDA when present)")
     parser.add_argument("--amp", default="auto", choices=AMP_MODES,
                         help="mixed precision on CUDA (losses always run in float32)")
+    parser.add_argument("--test-every", type=int, default=1, metavar="K",
+                        help="evaluate the test set every K epochs and at the last (default 1); the validation "
+                        "split is evaluated every epoch")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, run.json, metrics.jsonl; "
                         "an unfinished run of the same config there is resumed")
 
@@ -164,6 +169,9 @@ def add_commands(commands) -> None:
                          "many epochs left as views per image (162 for CIFAR: a 240-epoch run builds it, a "
                          "short one runs the live teacher); on: always (the build runs the teacher over every "
                          "view once, hours on a CPU, minutes on a GPU); off: the live teacher")
+    student.add_argument("--teacher-cache-dtype", default="float32", choices=TEACHER_CACHE_DTYPES,
+                         help="how the cache stores the teacher's logits: float32 (default) or float16 (half the "
+                         "size; logits rounded to a relative 2^-11)")
     student.add_argument("--set", action="append", metavar="NAME=VALUE",
                          help="any other method hyperparameter, e.g. --set rebalance=false --set ce_weight=0.5")
     student.set_defaults(handler=cmd_train, role="student")

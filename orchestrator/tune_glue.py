@@ -1,12 +1,16 @@
-"""Ray Tune wiring: the trial function Tune runs, a Searcher that serves every cell's Optuna search at
-once, and the live progress view."""
+"""Ray Tune wiring: the trial function Tune runs, the Searcher that hands out a sweep's trials (teachers,
+every cell's Optuna search at once, finals) in one Tune run, ASHA for search trials, and the live
+progress view."""
 from __future__ import annotations
 
 import heapq
+import importlib
+import os
 import sys
 import time
 
 from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from orchestrator.plan import PlannedRun
@@ -18,49 +22,138 @@ from trainables.trial import TrialSpec
 from trainables.tune_trainable import run_trial
 
 
+# A benchmark hook, not a product mode: "module:function" of a stand-in for the engine's `fit` that
+# every trial then trains with (benchmarks/scale.py: simulated training that sleeps, to measure the
+# orchestration alone at paper scale). Read from the environment the Ray workers inherit.
+BENCHMARK_FIT_ENV = "LTKD_BENCHMARK_FIT"
+
+
+def benchmark_fit():
+    """The stand-in `fit` LTKD_BENCHMARK_FIT names, or None (the engine's: always, outside benchmarks)."""
+    target = os.environ.get(BENCHMARK_FIT_ENV)
+    if not target:
+        return None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def ltkd_trial(config: dict) -> None:
     """What Tune runs for every trial (its name in Tune's logs): the trainable, recording into the sweep's store."""
-    run_trial(TrialSpec.from_dict(config["trial"]), record=write_record)
+    run_trial(TrialSpec.from_dict(config["trial"]), record=write_record, fit=benchmark_fit())
 
 
 def trial_dirname(trial) -> str:
-    """A trial's folder under ray/<stage>/: `ltkd_trial_<Tune's trial id>` (not ~150 characters of its config)."""
+    """A trial's folder under ray/trials/: `ltkd_trial_<Tune's trial id>` (not ~150 characters of its config)."""
     return f"{trial.trainable_name}_{trial.trial_id}"
 
 
-class CellsSearcher(Searcher):
-    """Round-robin over the cells' searches, so all of them run at the same time and the cluster stays busy."""
+class SweepSearcher(Searcher):
+    """Every stage of a sweep in one Tune run, so that slots and worker processes go from stage to stage
+    without waiting for a whole stage to end (and without a new process per slot per stage).
 
-    def __init__(self, config: SweepConfig, searches: list[CellSearch]):
-        # Per-epoch values told to Optuna (for its pruners and history) are the searched metric too.
+    Teachers come first. A cell's search trials start once the teachers it reads have finished
+    (round-robin over the ready cells, so all their searches run at the same time); its final runs
+    once its search has ended, or at once for a cell without a search. A cell whose teacher failed
+    runs nothing (`blocked`). `final_runs(cell, chosen)` plans a cell's final runs at its search's
+    best hyperparameters (None: no search or no completed trial); `skip(run)` says whether a planned
+    final run is already finished (the driver then records it and it is not run).
+    """
+
+    def __init__(self, config: SweepConfig, teachers: list[PlannedRun], done_teachers: set[str],
+                 cells: list, searches: list[CellSearch], teachers_of, final_runs, skip=lambda run: False):
+        # Per-epoch values told to Optuna (for its history) are the searched metric.
         super().__init__(metric=config.objective_metric, mode="max")
         self.config = config
-        self.searches = searches
-        self.by_trial: dict[str, tuple[CellSearch, PlannedRun]] = {}
+        self.teachers = list(teachers)  # still to run
+        self.done_teachers = set(done_teachers)  # run folder URIs
+        self.failed_teachers: set[str] = set()
+        self.final_runs, self.skip = final_runs, skip
+        self.cells = list(cells)
+        # cell key -> run folder URIs of its teachers (planned once: Tune asks for trials many times a second)
+        self.teachers_of = {cell.key: frozenset(teachers_of(cell)) for cell in self.cells}
+        self.searches = {search.cell.key: search for search in searches}
+        self.finals_planned: set[str] = set()
+        self.finals: list[PlannedRun] = []
+        self.by_trial: dict[str, tuple[PlannedRun, CellSearch | None]] = {}
         self.turn = 0
 
-    def suggest(self, trial_id: str):
-        for offset in range(len(self.searches)):
-            search = self.searches[(self.turn + offset) % len(self.searches)]
+    def _ready(self, cell) -> bool:
+        return self.teachers_of[cell.key] <= self.done_teachers
+
+    def blocked(self) -> list:
+        """Cells that cannot run: a teacher of theirs failed."""
+        return [cell for cell in self.cells if self.teachers_of[cell.key] & self.failed_teachers]
+
+    def _suggest_run(self) -> tuple[PlannedRun, CellSearch | None] | None:
+        if self.teachers:
+            return self.teachers.pop(0), None
+        ready = [s for s in self.searches.values() if self._ready(s.cell)]
+        for offset in range(len(ready)):
+            search = ready[(self.turn + offset) % len(ready)]
             run = search.next_run()
             if run is not None:
-                self.turn = (self.turn + offset + 1) % len(self.searches)
-                self.by_trial[trial_id] = (search, run)
-                return {"trial": run.trial_config(self.config)}
-        if any(search.live for search in self.searches):
-            return None  # wait for running trials to end
+                self.turn = (self.turn + offset + 1) % max(1, len(ready))
+                return run, search
+        for cell in self.cells:  # cells whose search has ended (or that have none) get their final runs
+            search = self.searches.get(cell.key)
+            if cell.key in self.finals_planned or not self._ready(cell):
+                continue
+            if search is not None and (search.remaining() or search.live):
+                continue
+            self.finals_planned.add(cell.key)
+            self.finals += [run for run in self.final_runs(cell, search.best_hparams() if search else None)
+                            if not self.skip(run)]
+        if self.finals:
+            return self.finals.pop(0), None
+        return None
+
+    def suggest(self, trial_id: str):
+        suggested = self._suggest_run()
+        if suggested is not None:
+            self.by_trial[trial_id] = suggested
+            return {"trial": suggested[0].trial_config(self.config)}
+        if self.by_trial:
+            return None  # what is left waits for running trials (teachers, a search's trials) to end
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.by_trial and self.metric in result:
-            search, run = self.by_trial[trial_id]
-            search.report(run.optuna_trial, int(result.get("epoch", 0)), float(result[self.metric]))
+        run, search = self.by_trial.get(trial_id, (None, None))
+        if search is not None and self.metric in result:
+            search.report(run.optuna_trial, int(result.get("epoch", 0)), float(result[self.metric]), run.epochs)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.by_trial:
             return
-        search, run = self.by_trial.pop(trial_id)
-        search.finish(run.optuna_trial, result, error, run)
+        run, search = self.by_trial.pop(trial_id)
+        if search is not None:
+            search.finish(run.optuna_trial, result, error, run)
+        elif run.stage == "teacher":
+            (self.failed_teachers if error or not result else self.done_teachers).add(run.run_dir.uri)
+
+
+class SearchTrialsASHA(ASHAScheduler):
+    """Ray Tune's ASHA scheduler for the search trials only: teachers and final runs always train to the end."""
+
+    def on_trial_add(self, tune_controller, trial):
+        if _stage(trial) == "search":
+            super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if _stage(trial) != "search":
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        if _stage(trial) == "search":
+            super().on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        if _stage(trial) == "search":
+            super().on_trial_remove(tune_controller, trial)
+
+
+def _stage(trial) -> str:
+    return trial.config.get("trial", {}).get("stage", "")
 
 
 class StageStopped(RuntimeError):
@@ -130,6 +223,7 @@ class Progress(Callback):
         if status == "completed" and result.get("epoch", 0) < result.get("epochs", 0):
             status = "early_stopped"
         cell = self._cell(trial)
+        stage = _stage(trial) or self.stage  # a sweep's Tune run holds every stage's trials
         value = float(result.get(self.objective, float("nan")))
         if status == "errored":
             self.errored += 1
@@ -138,12 +232,13 @@ class Progress(Callback):
         else:
             self.done += 1
             # Best as the search ranks trials: by their last epoch's value (an early epoch's peak is not a result).
-            if value == value:
+            if value == value and stage == "search":
                 self.best[cell] = max(self.best.get(cell, float("-inf")), value)
         if self.on_trial_end is not None:
             self.on_trial_end(trial.config.get("trial", {}), status, started)
-        best = f", best so far {self.best[cell]:.2f}" if self.stage == "search" and cell in self.best else ""
-        self._draw(event=f"{status}: {cell} ({self.objective} {value:.2f}{best})")
+        best = f", best so far {self.best[cell]:.2f}" if stage == "search" and cell in self.best else ""
+        what = f"{stage} {cell}" if stage != self.stage else cell
+        self._draw(event=f"{status}: {what} ({self.objective} {value:.2f}{best})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ended(trial, "completed")

@@ -116,14 +116,14 @@ def _toml(value: Any) -> str:
 def cmd_best(args: argparse.Namespace) -> int:
     from results.store import read_results
 
-    entries = best_runs(read_results(args.sweeps))
+    entries = best_runs(read_results(args.sweeps, final_only=True))
     if not entries:
         raise UserError(f"no completed final runs in {', '.join(args.sweeps)}: nothing was chosen yet "
                         "(`ltkd status` says where the sweep stands)")
     if args.cell:
         entries = [e for e in entries if args.cell in e["cell"]]
         if not entries:
-            raise UserError(f"no cell matches '{args.cell}' (cells: {', '.join(e['cell'] for e in best_runs(read_results(args.sweeps)))})")
+            raise UserError(f"no cell matches '{args.cell}' (cells: {', '.join(e['cell'] for e in best_runs(read_results(args.sweeps, final_only=True)))})")
     print(to_toml(entries) if args.format == "toml" else to_json(entries), end="" if args.format == "toml" else "\n")
     return 0
 

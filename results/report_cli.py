@@ -26,7 +26,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    df = read_results(args.sweep_dirs, warn=_warn)
+    # Tables read each trial's final row; figures (learning curves) and --select best-epoch every epoch's.
+    df = read_results(args.sweep_dirs, warn=_warn, final_only=not args.figures and args.select == "last-epoch")
     tables = all_tables(df, select=args.select, paper=args.paper)
     no_table = ("no completed final, single or teacher runs in " + ", ".join(args.sweep_dirs)
                 + " (search trials alone make no table; they feed --figures)")

@@ -445,8 +445,10 @@ def _list_files(store: str, allow_empty: bool = False) -> tuple[pafs.FileSystem,
     raise UserError(f"{store}: no results (expected {RESULTS_DIR}/*.parquet written by ltkd-sweep)")
 
 
-def _read_file(fs: pafs.FileSystem, path: str) -> tuple[pa.Table | None, str | None]:
-    """(table, None) or (None, why it is skipped). Raises UserError for a newer schema."""
+def _read_file(fs: pafs.FileSystem, path: str, final_only: bool = False,
+               columns: tuple[str, ...] | None = None) -> tuple[pa.Table | None, str | None]:
+    """(table, None) or (None, why it is skipped); with `final_only` its final row alone (no per-epoch
+    rows); with `columns` those of SCHEMA's columns alone. Raises UserError for a newer schema."""
     try:
         with fs.open_input_file(path) as source:
             parquet = pq.ParquetFile(source)
@@ -460,7 +462,8 @@ def _read_file(fs: pafs.FileSystem, path: str) -> tuple[pa.Table | None, str | N
             if version > SCHEMA_VERSION:
                 raise UserError(f"{path} was written by a newer ltkd-sweep (schema {version} > {SCHEMA_VERSION}); "
                                 "upgrade ltkd-sweep to read it")
-            table = parquet.read()
+            # A current file reads only the columns asked for; an older one whole, for its upgrade.
+            table = parquet.read(columns=_projected(columns).names if columns and version == SCHEMA_VERSION else None)
     except UserError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -470,17 +473,43 @@ def _read_file(fs: pafs.FileSystem, path: str) -> tuple[pa.Table | None, str | N
             return None, f"schema version {version} has no upgrade path"
         table = _UPGRADES[version](table)
         version += 1
-    missing = [f.name for f in SCHEMA if f.name not in table.schema.names]
+    schema = _projected(columns)
+    missing = [f.name for f in schema if f.name not in table.schema.names]
     if missing:
         return None, f"not an ltkd-sweep results file (missing columns: {', '.join(missing[:5])})"
-    wrong = [f.name for f in SCHEMA if not table.schema.field(f.name).type.equals(f.type)]
+    wrong = [f.name for f in schema if not table.schema.field(f.name).type.equals(f.type)]
     if wrong:
         return None, f"column types differ from schema {SCHEMA_VERSION} ({', '.join(wrong[:5])})"
-    return table.select(list(SCHEMA.names)).replace_schema_metadata(None).cast(SCHEMA), None
+    if final_only:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.equal(table["row_kind"], "final"))
+    return table.select(list(schema.names)).replace_schema_metadata(None).cast(schema), None
 
 
-def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None, allow_empty: bool = False) -> pa.Table:
-    """Every valid row of every store as one Arrow table (with a `source` column naming the file)."""
+# What every read keeps, whatever columns it asks for: the row kind and what tells trials and copies apart.
+KEY_COLUMNS = ("sweep", "trial_id", "row_kind", "written_at")
+
+
+def _projected(columns: tuple[str, ...] | None) -> pa.Schema:
+    """SCHEMA, or its `columns` (with KEY_COLUMNS) in SCHEMA's order."""
+    if columns is None:
+        return SCHEMA
+    unknown = sorted(set(columns) - set(SCHEMA.names))
+    if unknown:
+        raise ValueError(f"unknown results columns: {', '.join(unknown)}")
+    keep = set(columns) | set(KEY_COLUMNS)
+    return pa.schema([f for f in SCHEMA if f.name in keep])
+
+
+def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None, allow_empty: bool = False,
+                final_only: bool = False, columns: Iterable[str] | None = None) -> pa.Table:
+    """Every valid row of every store as one Arrow table (with a `source` column naming the file);
+    with `final_only` one row per trial, its final row (what tables and status read: a paper-scale
+    store holds 100-240 per-epoch rows per trial, each with its per-class accuracies); with `columns`
+    only those (and KEY_COLUMNS): a status of a paper-scale sweep reads thousands of files."""
+    columns = None if columns is None else tuple(columns)
+    _projected(columns)  # an unknown column is the caller's error, not every file's
     warn = warn or _default_warn
     stores = [str(s) for s in stores]
     if not stores:
@@ -496,7 +525,7 @@ def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None
         seen.update((fs.type_name, path) for path in fresh)
         # Reading is I/O bound (and slow per file on object stores): read files in parallel.
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-            loaded = list(pool.map(lambda path: _read_file(fs, path), fresh))
+            loaded = list(pool.map(lambda path: _read_file(fs, path, final_only, columns), fresh))
         for path, (table, problem) in zip(fresh, loaded):
             if table is None:
                 warn(f"skipping {path}: {problem}")
@@ -508,7 +537,7 @@ def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None
         if not good and files:
             raise UserError(f"{store}: no readable results (every file was skipped)")
     if not parts:  # allow_empty and nothing written yet
-        return SCHEMA.append(pa.field("source", pa.string())).empty_table()
+        return _projected(columns).append(pa.field("source", pa.string())).empty_table()
     table = pa.concat_tables(parts)
     return _deduplicate(table, warn)
 
@@ -536,8 +565,10 @@ def _deduplicate(table: pa.Table, warn: Callable[[str], None]) -> pa.Table:
     return table.filter(pc.is_in(table["source"], value_set=keep))
 
 
-def read_results(stores: list[str] | str, warn: Callable[[str], None] | None = None, allow_empty: bool = False):
-    """All rows of all stores as a pandas DataFrame (SCHEMA's columns plus `source`).
+def read_results(stores: list[str] | str, warn: Callable[[str], None] | None = None, allow_empty: bool = False,
+                 final_only: bool = False, columns: Iterable[str] | None = None):
+    """All rows of all stores as a pandas DataFrame (SCHEMA's columns plus `source`); with
+    `final_only` each trial's final row alone; with `columns` only those columns (and KEY_COLUMNS).
 
     `warn(message)` is called for every skipped file (default: a ResultsWarning). Raises
     UserError for a missing folder, a folder without results (unless `allow_empty`: then an
@@ -546,7 +577,7 @@ def read_results(stores: list[str] | str, warn: Callable[[str], None] | None = N
     """
     if isinstance(stores, (str, os.PathLike)):
         stores = [str(stores)]
-    table = read_tables(stores, warn, allow_empty)
+    table = read_tables(stores, warn, allow_empty, final_only, columns)
     return table.to_pandas(types_mapper=None)
 
 

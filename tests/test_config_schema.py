@@ -219,7 +219,7 @@ def test_the_schema_covers_every_field_with_its_default_and_forbids_other_keys()
 
 
 def test_choice_fields_list_their_choices():
-    from trainables.config import TEACHER_CACHE_MODES
+    from trainables.config import TEACHER_CACHE_DTYPES, TEACHER_CACHE_MODES
     from trainables.data.sources import DATASETS
     from trainables.methods import METHODS
     from trainables.metrics import OBJECTIVES
@@ -229,6 +229,7 @@ def test_choice_fields_list_their_choices():
     assert top["selection"]["enum"] == list(SELECTIONS) == ["val", "test"]
     assert top["objective"]["enum"] == list(OBJECTIVES)
     assert top["teacher_cache"]["enum"] == list(TEACHER_CACHE_MODES)
+    assert top["teacher_cache_dtype"]["enum"] == list(TEACHER_CACHE_DTYPES) == ["float32", "float16"]
     assert defs["MethodEntry"]["properties"]["method"]["enum"] == list(METHODS)
     assert defs["DatasetEntry"]["properties"]["name"]["enum"] == list(DATASETS)
     assert top["device"]["pattern"] == "^(?:auto|cpu|cuda|cuda:[0-9]+|mps)$"
@@ -296,7 +297,8 @@ def test_the_schema_refuses_every_wrong_type_the_parser_refuses(validator, path,
 PAST_LIMITS = {
     "name": "my sweep", "storage": " ", "datasets": [], "pairs": [], "methods": [], "seeds": [0, 0],
     "teacher_epochs": 0, "student_epochs": 0, "batch_size": 0, "objective": "loss", "max_retries": -1,
-    "device": "gpu", "teacher_cache": "always", "selection": "train", "search_seeds": [5, 6], "teacher_seeds": [],
+    "device": "gpu", "teacher_cache": "always", "teacher_cache_dtype": "bfloat16", "test_every": 0,
+    "selection": "train", "search_seeds": [5, 6], "teacher_seeds": [],
     "datasets.0.name": "mnist", "datasets.0.imbalance_factors": [0.5], "datasets.0.validation_per_class": -1,
     "methods.1.method": "fancykd", "methods.1.search.n_trials": 0, "scheduler.grace_period": 0,
     "scheduler.reduction_factor": 1, "resources.cpus_per_trial": 0, "resources.gpus_per_trial": -0.5,

@@ -169,6 +169,9 @@ def test_missing_truncated_and_unfinished_teacher_checkpoints(teacher_dir, tmp_p
     ({"method": "ltkd", "role": "student", "teacher": "x", "hparams": {"gamma": 1.0}}, "unknown hyperparameter 'gamma'"),
     ({"epochs": 0}, "epochs must be an integer >= 1"),
     ({"lr": -0.1}, "lr must be a positive number"),
+    ({"test_every": 0}, "test_every must be an integer >= 1 \\(evaluate the test set every that many epochs"),
+    ({"test_every": 2.0}, "test_every must be an integer >= 1"),
+    ({"teacher_cache_dtype": "bfloat16"}, "teacher_cache_dtype must be one of float32, float16, got 'bfloat16'"),
 ])
 def test_impossible_settings_are_rejected_before_any_work(settings, message, tmp_path):
     with pytest.raises((UserError, ValueError), match=message):
@@ -225,11 +228,38 @@ def test_cli_trains_a_teacher_then_an_ltkd_student(tmp_path, capsys):
     (["student", "--method", "kd"], "distils from a teacher"),
     (["student", "--method", "ltkd", "--teacher", "/no/such/run"], "not found"),
     (["student", "--method", "kd", "--teacher", "/x", "--groups", "3"], "unknown hyperparameter 'n_groups'"),
+    (["teacher", "--test-every", "0"], "--test-every must be an integer >= 1"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(args, message, tmp_path, capsys):
     code = ltkd_main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_cli_passes_test_every_and_the_cache_dtype_to_the_run(tmp_path, monkeypatch, capsys):
+    import trainables.engine
+    from trainables.engine import RunResult
+
+    seen = []
+
+    def fake_fit(config, run_dir, **kwargs):
+        seen.append(config)
+        metrics = dict.fromkeys(("acc", "acc_head", "acc_medium", "acc_tail"), 50.0)
+        return RunResult(tmp_path, metrics, [metrics])
+
+    monkeypatch.setattr(trainables.engine, "fit", fake_fit)
+    common = ["--epochs", "6", "--device", "cpu"]
+    assert ltkd_main(["train", "teacher", *common, "--test-every", "3", "--out", str(tmp_path / "t")]) == 0
+    assert ltkd_main(["train", "student", *common, "--method", "kd", "--teacher", str(tmp_path / "t"),
+                      "--test-every", "2", "--teacher-cache-dtype", "float16", "--out", str(tmp_path / "s")]) == 0
+    assert ltkd_main(["train", "student", *common, "--method", "kd", "--teacher", str(tmp_path / "t"),
+                      "--out", str(tmp_path / "d")]) == 0
+    assert [(c.role, c.test_every, c.teacher_cache_dtype) for c in seen] == \
+        [("teacher", 3, "float32"), ("student", 2, "float16"), ("student", 1, "float32")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:  # argparse's own choices check
+        ltkd_main(["train", "student", "--teacher-cache-dtype", "float64", "--out", str(tmp_path / "x")])
+    assert refused.value.code == 2 and "invalid choice: 'float64'" in capsys.readouterr().err
 
 
 def test_a_cache_build_reports_its_progress_with_rate_and_time_left():
@@ -274,3 +304,119 @@ def test_a_live_teacher_run_reads_the_teachers_test_set_group_probabilities_from
                            groups, None)
     assert np.allclose(measured, recorded, atol=1e-5)
     assert recorded_group_prob({"history": [{"group_prob": [0.5, 0.5]}]}, groups) is None  # not 3 groups: measured
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+TEST_KEYS = ("acc", "acc_head", "acc_medium", "acc_tail", "per_class_acc", "group_prob")
+VAL_KEYS = ("val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail")
+
+
+def test_test_every_follows_the_epochs_and_always_takes_the_last():
+    config = RunConfig(**QUICK, epochs=10, test_every=3)
+    assert [e for e in range(1, 11) if config.evaluates_test_at(e)] == [3, 6, 9, 10]
+    assert all(RunConfig(**QUICK, epochs=4).evaluates_test_at(e) for e in range(1, 5))
+    # it does not change what a run computes: not part of its identity
+    assert config.identity() == RunConfig(**QUICK, epochs=10).identity()
+
+
+def test_skipped_test_epochs_have_none_test_metrics_and_train_exactly_alike(teacher_dir, tmp_path):
+    """teacher_dir evaluated its test set at both of its 2 epochs; with test_every 3 epoch 1 skips it and
+    epoch 2, the last, takes it. Validation runs every epoch, and the training is bit for bit the same."""
+    from tests.test_sweep import read_tensorboard
+    from trainables.tracking import TensorBoardLog
+
+    lines = []
+    tensorboard = TensorBoardLog(tmp_path / "run")
+    result = fit(RunConfig(**QUICK, epochs=2, seed=0, test_every=3), tmp_path / "run", log=lines.append,
+                 callback=lambda metrics, checkpoint: tensorboard.epoch(metrics))
+    tensorboard.close()
+    skipped, last = result.history
+    assert all(skipped[key] is None for key in TEST_KEYS)
+    assert all(last[key] is not None for key in TEST_KEYS) and len(last["per_class_acc"]) == 10
+    assert all(isinstance(m[key], float) for m in result.history for key in VAL_KEYS)
+    assert [m["acc"] for m in read_metrics(tmp_path / "run")] == [None, last["acc"]]  # null in metrics.jsonl
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert "test set not evaluated" in epoch_lines[0] and "val acc" in epoch_lines[0]
+    assert f"acc {last['acc']:.2f}" in epoch_lines[1]
+    # the same weights, optimiser state and RNG states as the run that evaluated every epoch
+    reference, payload = load_checkpoint(teacher_dir), load_checkpoint(tmp_path / "run")
+    for name, tensor in reference["model"].items():
+        assert torch.equal(payload["model"][name], tensor), name
+    for key in ("torch", "data"):
+        assert torch.equal(payload["rng"][key], reference["rng"][key]), key
+    for ours, theirs in zip(result.history, reference["history"]):
+        assert [ours[key] for key in VAL_KEYS] == [theirs[key] for key in VAL_KEYS]
+        assert ours["train_loss"] == theirs["train_loss"]
+    assert [last[key] for key in TEST_KEYS] == [reference["history"][-1][key] for key in TEST_KEYS]
+    # TensorBoard gets the validation scalars of every epoch and the test ones where they exist
+    scalars = read_tensorboard(tmp_path / "run" / "tensorboard")
+    assert set(scalars["val/val_acc"]) == {1, 2} and set(scalars["acc"]) == {2}
+    assert set(scalars["group_prob/head"]) == {2}
+
+
+def digits_eval_set(batch_size: int):
+    from trainables.data.pipeline import Normalization, TensorBatches
+    from trainables.data.sources import load_long_tailed
+
+    config = RunConfig(**QUICK, epochs=2).resolved()
+    data = load_long_tailed(config.dataset, None, config.imbalance_factor, config.data_seed,
+                            validation_per_class=config.validation_per_class)
+    return TensorBatches(data.test, batch_size, torch.device("cpu"), Normalization.of(data.train.images),
+                         augment=False, channels_last=True)
+
+
+def test_evaluation_gives_the_same_metrics_at_any_batch_size(tmp_path):
+    from trainables.data.groups import class_groups
+    from trainables.engine import evaluate
+    from trainables.models import create_model
+
+    # small batches: 3 quick epochs make a model whose predictions differ between classes
+    fit(RunConfig(**{**QUICK, "batch_size": 16}, epochs=3, seed=0), tmp_path / "run", log=None)
+    payload = load_checkpoint(tmp_path / "run")
+    model = create_model("resnet20", 10)
+    model.load_state_dict(payload["model"])
+    model = model.to(memory_format=torch.channels_last)
+    groups = class_groups(payload["class_counts"], 3)
+    small, large = digits_eval_set(7), digits_eval_set(1024)
+    model.eval()
+    with torch.no_grad():  # the evaluation before inference mode and other batch sizes
+        per_class, group_prob = evaluate.__wrapped__(model, small, 10, groups, None)
+    assert len(set(per_class.tolist())) > 2  # no degenerate case
+    for batches in (small, large):
+        got_per_class, got_group_prob = evaluate(model, batches, 10, groups, None)
+        assert np.array_equal(got_per_class, per_class)
+        np.testing.assert_allclose(got_group_prob, group_prob, rtol=1e-5, atol=1e-7)
+    # and the run recorded the same at its last epoch
+    last = payload["history"][-1]
+    assert last["per_class_acc"] == pytest.approx(list(per_class * 100), abs=1e-9)
+    assert last["group_prob"] == pytest.approx(list(group_prob), rel=1e-5, abs=1e-7)
+
+
+def test_evaluation_batch_sizes_per_device():
+    from trainables.engine import CPU_EVAL_BATCH, eval_batch_size
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # only the device type is read
+    assert eval_batch_size(cpu, 32, 64) == CPU_EVAL_BATCH == 64
+    assert eval_batch_size(cuda, 32, 64) == 1024  # CIFAR
+    assert eval_batch_size(cuda, 64, 64) == 256  # TinyImageNet: as many pixels
+    assert eval_batch_size(cuda, 224, 512) == 512  # ImageNet: the training batch, which fits already
+
+
+def test_evaluating_file_backed_data_leaves_the_global_rng_alone(tmp_path):
+    """A DataLoader without a generator draws its base seed from the global RNG: evaluation (and
+    skipping it, with test_every) would shift a run's random stream."""
+    from tests.dataset_builders import write_image_folder
+    from trainables.data.pipeline import FileBatches
+    from trainables.data.sources import ImageSet
+
+    write_image_folder(tmp_path, [3, 3])
+    paths = sorted(str(p) for p in (tmp_path / "val").rglob("*.JPEG"))
+    images = ImageSet(labels=np.array([0, 0, 1, 1]), paths=paths)
+    batches = FileBatches(images, 2, torch.device("cpu"), train=False, image_size=16, num_workers=0)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert sum(len(labels) for _, labels in batches.ordered()) == 4
+    assert torch.equal(torch.rand(3), expected)

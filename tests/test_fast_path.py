@@ -18,7 +18,7 @@ from torch import nn
 
 from trainables import teacher_cache as tcache
 from trainables.checkpoint import load_checkpoint
-from trainables.config import RunConfig
+from trainables.config import TEACHER_CACHE_DTYPES, RunConfig
 from trainables.data.pipeline import (
     Normalization,
     TensorBatches,
@@ -421,6 +421,35 @@ def test_later_trials_share_the_cache_and_resume_exactly(tiny_teacher, tmp_path)
         assert torch.equal(tensor, c["model"][name]), name
     assert strip(resumed.history) == strip(cached.history)
     assert [m["epoch"] for m in read_metrics(tmp_path / "resumed")] == [1, 2]
+
+
+def test_a_float16_cache_is_half_the_size_and_trains_the_same_student_to_tolerance(tiny_teacher, tmp_path):
+    """The run's teacher_cache_dtype picks the storage (fit's argument left unset). float16 rounds each
+    logit to a relative 2^-11 (~4.9e-4). Tolerances: the first epoch's mean loss to 1e-4 relative
+    (measured 1.5e-5), the second's to 5e-3 (1.3e-3: SGD amplifies the rounding step by step, as it
+    would any change of the last bits), and every accuracy to 1 percentage point, i.e. 5 of the 500
+    test images (measured: equal). Weights are not compared: SGD amplifies the rounding step by step
+    beyond any float tolerance of the weights while the results agree."""
+    config = RunConfig(**QUICK, arch="resnet8", role="student", method="ltkd", epochs=2, seed=3,
+                       teacher=str(tiny_teacher))
+    runs, lines = {}, {}
+    for dtype in tcache.DTYPES:
+        lines[dtype] = []
+        runs[dtype] = fit(RunConfig(**{**config.to_dict(), "teacher_cache_dtype": dtype}), tmp_path / dtype,
+                          log=lines[dtype].append, teacher_cache="on", teacher_cache_dir=tmp_path / "caches")
+        assert any(f"MiB {dtype}" in line and "from the cache" in line for line in lines[dtype]), lines[dtype]
+    manifests = {m["dtype"]: (path.parent, m) for path in (tmp_path / "caches").glob(f"*/{tcache.MANIFEST_NAME}")
+                 for m in [json.loads(path.read_text())]}
+    sizes = {dtype: (folder / m["data_file"]).stat().st_size for dtype, (folder, m) in manifests.items()}
+    assert sizes["float16"] * 2 == sizes["float32"] > 0
+    half, full = runs["float16"].history, runs["float32"].history
+    assert half[0]["train_loss"] == pytest.approx(full[0]["train_loss"], rel=1e-4)
+    assert half[1]["train_loss"] == pytest.approx(full[1]["train_loss"], rel=5e-3)
+    for m16, m32 in zip(half, full):
+        for key in ("acc", "acc_head", "acc_medium", "acc_tail", "val_acc"):
+            assert m16[key] == pytest.approx(m32[key], abs=1.0), key
+    assert full[0]["train_loss"] != full[1]["train_loss"] and full[1]["acc"] > 10  # it learnt: not two constant runs
+    assert tuple(tcache.DTYPES) == TEACHER_CACHE_DTYPES  # the config's choices are the cache's
 
 
 def test_auto_keeps_the_live_teacher_for_a_short_run_without_a_cache(tiny_teacher, tmp_path):

@@ -120,11 +120,13 @@ def test_a_run_without_the_validation_metric_is_never_scored_by_a_test_metric(tm
 def test_tune_reads_the_selected_metric(tmp_path):
     """Ray's side: the searcher's per-epoch reports and the progress view's best read objective_metric."""
     pytest.importorskip("ray")
-    from orchestrator.tune_glue import CellsSearcher, Progress
+    from orchestrator.plan import cell_final_runs
+    from orchestrator.tune_glue import Progress, SweepSearcher
 
     config = make(tmp_path)
     search = one_search(config)
-    searcher = CellsSearcher(config, [search])
+    searcher = SweepSearcher(config, [], set(), [search.cell], [search], teachers_of=lambda cell: set(),
+                             final_runs=lambda cell, chosen: cell_final_runs(config, cell, chosen))
     assert searcher.metric == "val_acc"
     suggested = searcher.suggest("tune-1")
     searcher.on_trial_result("tune-1", {"epoch": 1, "acc": 90.0, "val_acc": 15.0})
@@ -161,7 +163,7 @@ def test_asha_stops_on_the_selected_metric(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tune, "Tuner", FakeTuner)
     config = make(tmp_path)
-    sweep._tune_stage(config, "search", 1, False, search_alg=None, scheduler=object())
+    sweep._tune_run(config, 1, False, None, scheduler=object())
     assert seen["tune_config"].metric == "val_acc" and seen["tune_config"].mode == "max"
 
 
@@ -228,6 +230,21 @@ def test_planned_runs_carry_the_protocol_keys(tmp_path):
     assert finals[("kd", 1)]["search_trials"] == 4  # equal budgets
     assert finals[("ce", 1)]["search_trials"] == 0 and finals[("ce", 1)]["teacher_seed"] is None
     assert {t["objective_metric"] for t in finals.values()} == {"val_acc"}
+
+
+def test_test_every_and_the_cache_dtype_reach_every_planned_run_but_not_its_identity(tmp_path):
+    config = make(tmp_path, test_every=5, teacher_cache_dtype="float16")
+    chosen = {cell.key: {"temperature": 3.0} for cell in cells(config) if cell.entry.search is not None}
+    planned = [*teacher_runs(config), search_run(config, cell_of(config, "ltkd"), {}, None, None),
+               *final_runs(config, chosen)]
+    assert {(r.run.test_every, r.run.teacher_cache_dtype) for r in planned} == {(5, "float16")}
+    assert {(r.resolved.test_every, r.resolved.teacher_cache_dtype) for r in planned} == {(5, "float16")}
+    # neither changes what a run computes: the same run folders as with the defaults
+    default = make(tmp_path)
+    assert [r.run_dir for r in teacher_runs(config)] == [r.run_dir for r in teacher_runs(default)]
+    assert [r.run_dir for r in final_runs(config, chosen)] == [r.run_dir for r in final_runs(default, chosen)]
+    # the paper's protocol reads the test metric every epoch: there it stays 1
+    assert make(tmp_path, selection="test", test_every=1).test_every == 1
 
 
 def test_a_search_that_chose_nothing_is_recorded_as_defaults(tmp_path):
@@ -317,6 +334,12 @@ def fails(capsys, path: Path, needle: str) -> None:
     ({"methods": [{"method": "ltkd", "search": 3}]}, "methods[0].search must be a table/mapping or true or false, got 3"),
     ({"methods": [{"method": "ltkd", "hparams": {"within_norm": "max"}}]},
      "methods[0].hparams: ltkd: hyperparameter 'within_norm' must be one of sum, mean, got 'max'"),
+    ({"selection": "test", "test_every": 5},
+     "test_every = 5 with selection = \"test\": searches read the test metric every epoch; set test_every = 1, "
+     "or use selection = \"val\""),
+    ({"test_every": 0}, "test_every must be an integer >= 1"),
+    ({"test_every": 2.5}, "test_every must be an integer, got 2.5"),
+    ({"teacher_cache_dtype": "bfloat16"}, "teacher_cache_dtype must be one of float32, float16, got 'bfloat16'"),
 ])
 def test_bad_protocol_keys_are_one_line_naming_the_key(capsys, tmp_path, change, needle):
     path = tmp_path / "bad.json"
@@ -436,3 +459,100 @@ def test_a_sweep_warns_once_for_unsearched_guessed_defaults(tmp_path, capsys):
     assert lines == ["warning: ltkd_fixed: LTKD's defaults for alpha, beta, temperature on cifar100 are guesses no "
                      "study backs (DKD's values, since the paper's were lost; on digits beta 8 was the worst of a "
                      "study); search them or set them"]
+
+
+# ------------------------------------------------------------------------------------ one Tune run for every stage
+
+
+def test_the_sweep_searcher_hands_out_stages_as_their_inputs_are_ready(tmp_path):
+    """Teachers first; a cell's search once its teacher finished; its finals once its search ended;
+    a cell without a search at once after its teacher; nothing of a cell whose teacher failed."""
+    pytest.importorskip("ray")
+    from ray.tune.search import Searcher
+
+    from orchestrator.plan import cell_final_runs, cell_teachers
+    from orchestrator.tune_glue import SweepSearcher
+
+    config = make(tmp_path, datasets=[{"name": "digits", "imbalance_factors": [10, 100]}], seeds=[0],
+                  methods=[{"method": "ce"}, {"method": "ltkd", "search": {"n_trials": 2}}])
+    storage = optuna.storages.InMemoryStorage()
+    all_cells = cells(config)
+    searches = [CellSearch(config, cell, storage) for cell in all_cells if cell.entry.search is not None]
+    teachers = teacher_runs(config)
+    by_factor = {run.run.imbalance_factor: run for run in teachers}
+    searcher = SweepSearcher(config, teachers, set(), all_cells, searches,
+                             teachers_of=lambda cell: cell_teachers(config, cell),
+                             final_runs=lambda cell, chosen: cell_final_runs(config, cell, chosen))
+    counter = iter(range(1000))
+
+    def ask():
+        trial_id = f"t{next(counter)}"
+        suggested = searcher.suggest(trial_id)
+        if suggested in (None, Searcher.FINISHED):
+            return trial_id, suggested
+        return trial_id, suggested["trial"]
+
+    def complete(trial_id, spec, value=50.0, error=False):
+        run_dir = Path(spec["run_dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        epochs = spec["run"]["epochs"]
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"epoch": epochs, "epochs": epochs, "val_acc": value}) + "\n")
+        searcher.on_trial_complete(trial_id, None if error else {"epoch": epochs, "val_acc": value}, error=error)
+
+    # The two teachers come first; the CE cells need no teacher, so their finals may follow at once.
+    first = [ask() for _ in range(2)]
+    assert {spec["stage"] for _, spec in first} == {"teacher"}
+    ce_finals = [ask() for _ in range(2)]
+    assert {(spec["stage"], spec["run"]["method"]) for _, spec in ce_finals} == {("final", "ce")}
+    assert ask()[1] is None  # the LTKD cells wait for their teachers
+    # The factor-100 teacher fails; the factor-10 one finishes: only the factor-10 LTKD cell goes on.
+    for trial_id, spec in first:
+        complete(trial_id, spec, error=spec["run"]["imbalance_factor"] == 100.0)
+    assert searcher.blocked() == [c for c in all_cells if c.entry.label == "ltkd" and c.setting.imbalance_factor == 100]
+    search_trials = [ask(), ask()]
+    assert [(spec["stage"], spec["run"]["imbalance_factor"]) for _, spec in search_trials] == [("search", 10.0)] * 2
+    assert ask()[1] is None  # its finals wait for the search to end
+    for (trial_id, spec), value in zip(search_trials, (40.0, 60.0)):
+        searcher.on_trial_result(trial_id, {"epoch": 1, "val_acc": value})
+        complete(trial_id, spec, value)
+    trial_id, final = ask()
+    best = searches[0].best_hparams() if searches[0].cell.setting.imbalance_factor == 10 else searches[1].best_hparams()
+    [winner] = [s["run"]["hparams"] for _, s in search_trials
+                if json.loads((Path(s["run_dir"]) / "metrics.jsonl").read_text())["val_acc"] == 60.0]
+    assert final["stage"] == "final" and best.items() <= final["run"]["hparams"].items()
+    assert best.items() <= winner.items()
+    assert ask()[1] is None  # the last final is running
+    for done_id, spec in [*ce_finals, (trial_id, final)]:
+        complete(done_id, spec)
+    assert ask()[1] == Searcher.FINISHED
+    assert by_factor[100.0].run_dir.uri in searcher.failed_teachers
+
+
+def test_a_sweep_file_from_before_new_keys_is_the_same_sweep(tmp_path):
+    """Keys added to the config since a sweep.json was written take their defaults: resuming it works."""
+    import orchestrator.sweep as sweep
+
+    config = make(tmp_path)
+    folder = sweep_dir(config).local_path
+    folder.mkdir(parents=True)
+    older = json.loads(config.to_json())
+    for key in ("test_every", "teacher_cache_dtype"):  # added by issue 17
+        del older[key]
+    (folder / SWEEP_FILE).write_text(json.dumps(older))
+    sweep._write_sweep_file(make(tmp_path))  # the same sweep: no error
+    with pytest.raises(sweep.SweepError, match=r"differs in: seeds"):
+        sweep._write_sweep_file(make(tmp_path, seeds=[0, 1]))
+
+
+def test_a_trial_asked_but_never_launched_does_not_use_up_the_budget(tmp_path):
+    """A driver killed between Optuna's ask and the trial's launch: the resumed search still runs n_trials."""
+    config = make(tmp_path)
+    storage = optuna.storages.InMemoryStorage()
+    first = CellSearch(config, cell_of(config, "ltkd"), storage)
+    launched = first.next_run()  # asked and launched (its hyperparameters recorded)
+    first.study.ask()  # asked, then the driver died before recording its hyperparameters
+    again = CellSearch(config, cell_of(config, "ltkd"), storage)
+    assert again.reconcile() == []
+    states = {t.number: t.state for t in again.study.get_trials(deepcopy=False)}
+    assert states == {launched.optuna_trial: TrialState.RUNNING, 1: TrialState.FAIL}
+    assert again.ended() == 0 and again.remaining() == 4  # the interrupted one again, and 3 new

@@ -224,6 +224,23 @@ def test_rows_round_trip(sweep, records):
     assert sorted(search["optuna_trial"].astype(int)) == list(range(12))
 
 
+def test_final_rows_and_chosen_columns_read_the_same_values(sweep, records):
+    """What status and tables read of a paper-scale store: each trial's final row, only some columns."""
+    full = read_results([str(sweep)])
+    finals = read_results([str(sweep)], final_only=True)
+    assert set(finals["row_kind"]) == {"final"} and len(finals) == len(records)
+    expected = full[full["row_kind"] == "final"].sort_values("trial_id").reset_index(drop=True)
+    assert finals.sort_values("trial_id").reset_index(drop=True).equals(expected)
+    few = read_results([str(sweep)], final_only=True, columns=("stage", "status", "acc", "val_acc"))
+    assert list(few.columns) == ["sweep", "trial_id", "row_kind", "stage", "status", "acc", "val_acc", "written_at",
+                                 "source"]
+    few = few.sort_values("trial_id").reset_index(drop=True)
+    for column in ("stage", "status", "acc", "val_acc", "written_at"):
+        assert few[column].equals(expected[column]), column
+    with pytest.raises(ValueError, match="unknown results columns: colour"):
+        read_results([str(sweep)], columns=("colour",))
+
+
 def test_trial_file_names_are_safe_and_stable():
     a = trial_file_name("cifar100/if10/resnet32x4->resnet8x4/ltkd:final:seed=0")
     assert "/" not in a and ":" not in a and ">" not in a and a.endswith(".parquet")
@@ -764,3 +781,33 @@ def test_group_count_table_names_its_within_norm(tmp_path):
     assert mixed.rows == ["3 groups (mean)", "3 groups (sum)", "10 groups (mean)", "10 groups (sum)"]
     assert all(cell.n == 2 for row in mixed.cells for cell in row)
     assert "Rows mix within_norm settings (mean, sum)" in mixed.caption
+
+
+def test_epochs_that_skipped_the_test_set_are_left_out_of_tables_and_figures(tmp_path):
+    """test_every 2 (trainables/config.py): epochs 1 and 3 carry None test metrics, as the engine writes them;
+    best-epoch selection, the per-class curves and the teacher's per-epoch head bias read the others."""
+    from results.figures import draw_figures
+    from results.tables import trial_outcomes
+
+    skipped = ("acc", "acc_head", "acc_medium", "acc_tail", "per_class_acc", "group_prob")
+
+    def every_second_epoch(record: TrialRecord) -> TrialRecord:
+        history = [dict(m, **dict.fromkeys(skipped)) if m["epoch"] % 2 else m for m in record.history]
+        return TrialRecord(**{**record.__dict__, "history": history})
+
+    records = [every_second_epoch(_record("teacher", "teacher", 100.0, seed)) for seed in SEEDS]
+    records += [every_second_epoch(_record("final", method, 100.0, seed))
+                for method in ("ce", "ltkd") for seed in SEEDS]
+    for record in records:
+        write_trial(str(tmp_path), record)
+    df = read_results(str(tmp_path))
+    epochs = df[df["row_kind"] == "epoch"]
+    odd = epochs[epochs["epoch"] % 2 == 1]
+    assert len(odd) == 2 * len(records) and odd["acc"].isna().all() and odd["per_class_acc"].isna().all()
+    best = trial_outcomes(df, "best-epoch")
+    assert len(best) == len(records) and set(best["epoch"]) <= {2, 4} and best["acc"].notna().all()
+    figures = dict(draw_figures(df))
+    assert any(stem.startswith("per_class_cifar100_if100") for stem in figures)
+    head_bias = next(fig for stem, fig in figures.items() if stem.startswith("head_bias_cifar100_if100"))
+    per_epoch = head_bias.axes[0].lines[0]  # the teacher's head group, per epoch
+    assert list(per_epoch.get_xdata()) == [2, 4]

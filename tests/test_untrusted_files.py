@@ -1,6 +1,7 @@
 """Files on shared storage are untrusted: checkpoints and CIFAR pickles load without running code."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import pickle
@@ -133,7 +134,9 @@ def test_a_real_run_round_trips_under_weights_only_and_resumes(tmp_path):
     assert [m["epoch"] for m in result.history] == [1, 2]
     assert [m["resumed_from"] for m in result.history] == [0, 1]
     assert load_checkpoint(tmp_path)["finished"]
-    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME, "metrics.jsonl", "run.json"]
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME, "data.json", "metrics.jsonl", "run.json"]
+    # data.json is plain JSON (records read the class counts there, without torch)
+    assert json.loads((tmp_path / "data.json").read_text())["class_counts"] == payload["class_counts"]
 
 
 # ------------------------------------------------------------------------------- CIFAR pickles

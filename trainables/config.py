@@ -29,8 +29,10 @@ def recipe_for(dataset_name: str, style: str) -> dict:
 ROLES = ("teacher", "student")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Fields that do not change what a run computes: a resumed run may differ in them.
-NON_IDENTITY_FIELDS = ("root", "device", "num_workers", "amp", "channels_last", "progress", "teacher_cache")
+NON_IDENTITY_FIELDS = ("root", "device", "num_workers", "amp", "channels_last", "progress", "teacher_cache",
+                       "teacher_cache_dtype", "test_every")
 TEACHER_CACHE_MODES = ("auto", "on", "off")
+TEACHER_CACHE_DTYPES = ("float32", "float16")  # trainables/teacher_cache.py DTYPES (kept torch-free here)
 DEVICES = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:[0-9]+|mps")
 
@@ -39,6 +41,13 @@ def check_device(value: Any, key: str = "device") -> None:
     """`value` names a device a run can use; else a UserError naming `key` and the valid values."""
     if not (isinstance(value, str) and _DEVICE_PATTERN.fullmatch(value)):
         raise UserError(f"{key} must be one of {DEVICES}, got {value!r}")
+
+
+def check_test_every(value: Any, key: str = "test_every") -> None:
+    """`value` is a whole number of epochs >= 1 between test-set evaluations; else a UserError naming `key`."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise UserError(f"{key} must be an integer >= 1 (evaluate the test set every that many epochs and at the "
+                        f"last; 1 = every epoch), got {value!r}")
 
 
 def check_validation_per_class(dataset: str, value: Any, key: str = "validation_per_class") -> None:
@@ -104,6 +113,11 @@ class RunConfig:
     # Teacher-logit cache for logit methods on in-memory data: "auto" uses an existing cache or builds
     # one when the run is long enough to repay it, "on" always, "off" runs the live teacher.
     teacher_cache: str = "auto"
+    # How the cache stores logits: float32, or float16 (half the size; logits rounded to a relative 2^-11).
+    teacher_cache_dtype: str = "float32"
+    # The test set is evaluated every test_every epochs and at the last; the validation split every
+    # epoch (searches and ASHA read it). Evaluation consumes no RNG: this never changes the training.
+    test_every: int = 1
 
     # ------------------------------------------------------------------ loading and defaults
 
@@ -130,6 +144,10 @@ class RunConfig:
         for name in NON_IDENTITY_FIELDS:
             values.pop(name)
         return values
+
+    def evaluates_test_at(self, epoch: int) -> bool:
+        """Whether the test set is evaluated after `epoch` (1-based): every test_every-th epoch and the last."""
+        return epoch % self.test_every == 0 or epoch == self.epochs
 
     def resolved(self) -> "RunConfig":
         """A validated copy with every recipe default filled in and the method's hyperparameters completed."""
@@ -188,6 +206,9 @@ class RunConfig:
         need(self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
         need(self.teacher_cache in TEACHER_CACHE_MODES,
              f"teacher_cache must be one of {', '.join(TEACHER_CACHE_MODES)}, got '{self.teacher_cache}'")
+        need(self.teacher_cache_dtype in TEACHER_CACHE_DTYPES,
+             f"teacher_cache_dtype must be one of {', '.join(TEACHER_CACHE_DTYPES)}, got {self.teacher_cache_dtype!r}")
+        check_test_every(self.test_every)
         need(isinstance(self.seed, int) and isinstance(self.data_seed, int), "seed and data_seed must be integers")
 
 

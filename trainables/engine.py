@@ -5,10 +5,10 @@ the run folder's checkpoint, load the data, build the model, distiller, optimise
 then per epoch `train_one_epoch` (shuffled augmented batches -> forward, and the teacher's for
 distillation -> weighted cross-entropy + warmed-up distillation term -> SGD step), evaluation on
 the balanced validation split (`validation_metrics`: val_acc, val_acc_head/medium/tail, what
-searches select on) and on the balanced test set (`evaluate`, `summarize`: acc,
-acc_head/medium/tail), `epoch_metrics`, `save_epoch` (an atomic checkpoint, then the metrics
-line), and the epoch's metrics handed to a callback (the Ray trainable reports them to Tune; the
-command line prints them).
+searches select on) every epoch and on the balanced test set (`evaluate`, `summarize`: acc,
+acc_head/medium/tail) every `test_every` epochs and at the last (None in between), both under
+inference mode in `eval_batch_size` batches, `epoch_metrics`, `save_epoch` (an atomic checkpoint, then the metrics line), and the epoch's
+metrics handed to a callback (the Ray trainable reports them to Tune; the command line prints them).
 
 A student's teacher is one object (`Teacher.outputs(inputs, index, views)`): a `LiveTeacher` runs
 the frozen model on every batch; a `CachedTeacher` reads its logits from the teacher-logit cache
@@ -43,19 +43,20 @@ from trainables.data.pipeline import FileBatches, Normalization, TensorBatches
 from trainables.data.sources import LongTailedData, load_long_tailed
 from trainables.distillers import DistillContext, MethodSpec, get_method, warmup_factor
 from trainables.errors import UserError
-from trainables.metrics import GROUPS, VALIDATION_METRICS
+from trainables.metrics import GROUPS, TEST_METRICS, VALIDATION_METRICS
 from trainables.models import ModelOutput, create_model
-from trainables.run_files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, metrics_lines, parse_metrics, read_metrics
+from trainables.run_files import (CHECKPOINT_NAME, CONFIG_NAME, DATA_NAME, METRICS_NAME, data_summary_text, metrics_lines,
+                                  parse_metrics, read_metrics)
 from trainables.storage import Location
 
 # The run-folder names, `read_metrics`/`parse_metrics` and VALIDATION_METRICS live in the torch-free
 # trainables/run_files.py and trainables/metrics.py; they stay importable from here for older callers.
 __all__ = [
     "CONFIG_NAME", "DEFAULT_CHANNELS_LAST", "FINITE_CHECK_EVERY", "METRICS_NAME", "VALIDATION_METRICS",
-    "CachedTeacher", "EpochCallback", "EpochTraining", "LiveTeacher", "NonFiniteLossError", "Run", "RunResult",
-    "Teacher", "TeacherOptions", "autocast_dtype", "build_run", "cap_cuda_memory", "distillation_loss",
-    "epoch_metrics", "evaluate", "fit", "optimizer_step", "parse_metrics", "read_metrics", "read_teacher",
-    "save_epoch", "select_device", "summarize", "teacher_cache_key", "teacher_model", "train_one_epoch",
+    "CPU_EVAL_BATCH", "GPU_EVAL_PIXELS", "CachedTeacher", "EpochCallback", "EpochTraining", "LiveTeacher",
+    "NonFiniteLossError", "Run", "RunResult", "Teacher", "TeacherOptions", "autocast_dtype", "build_run",
+    "cap_cuda_memory", "distillation_loss", "epoch_metrics", "eval_batch_size", "evaluate", "fit", "optimizer_step", "parse_metrics", "read_metrics", "read_teacher", "save_epoch", "select_device", "summarize",
+    "teacher_cache_key", "teacher_model", "train_one_epoch",
     "validation_metrics",
 ]
 
@@ -131,7 +132,24 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 # ----------------------------------------------------------------------------------- metrics
 
 
-@torch.no_grad()
+# Images per evaluation forward pass. CPU: 64, measured fastest (with 32) by benchmarks/evaluation.py
+# on 2 cores (resnet8x4, 32x32; images/s against 64's, two runs: 128 0.74-0.85x, 256 0.63-0.69x,
+# 1024 0.59-0.63x: larger batches fall out of the caches).
+# GPUs: large batches keep them busy. An evaluation batch needs far less memory than a training
+# step of the same size (no activations kept for a backward pass), so the cap is at most as many
+# pixels as 1024 CIFAR images (1024 at 32x32, 256 at 64x64), or the training batch when larger.
+CPU_EVAL_BATCH = 64
+GPU_EVAL_PIXELS = 1024 * 32 * 32
+
+
+def eval_batch_size(device: torch.device, image_size: int, train_batch_size: int) -> int:
+    """Images per forward pass when evaluating on `device` (see CPU_EVAL_BATCH, GPU_EVAL_PIXELS)."""
+    if device.type == "cpu":
+        return CPU_EVAL_BATCH
+    return max(int(train_batch_size), GPU_EVAL_PIXELS // (image_size * image_size))
+
+
+@torch.inference_mode()
 def evaluate(model: torch.nn.Module, batches, num_classes: int, eval_groups: torch.Tensor,
              amp_dtype: torch.dtype | None) -> tuple[np.ndarray, np.ndarray]:
     """Per-class accuracy on a (balanced) test set and the mean group probability of the predictions."""
@@ -160,8 +178,13 @@ def evaluate(model: torch.nn.Module, batches, num_classes: int, eval_groups: tor
     return per_class, (group_prob / max(seen, 1)).numpy()
 
 
-def summarize(per_class: np.ndarray, eval_groups: torch.Tensor) -> dict[str, float]:
-    """Overall accuracy (mean over classes: the test set is balanced) and per-group accuracy, in %."""
+def summarize(per_class: np.ndarray | None, eval_groups: torch.Tensor) -> dict[str, float | None]:
+    """Overall accuracy (mean over classes: the test set is balanced) and per-group accuracy, in %.
+
+    All None for an epoch whose test set was not evaluated (per_class None: see RunConfig.test_every).
+    """
+    if per_class is None:
+        return dict.fromkeys(TEST_METRICS)
     out = {"acc": float(per_class.mean() * 100)}
     groups = eval_groups.numpy()
     for g, name in enumerate(group_names(int(groups.max()) + 1)):
@@ -518,12 +541,12 @@ def build_run(config: RunConfig, run_dir: str | Path, log: Callable[[str], None]
         if run.finished:
             # A process killed between the last checkpoint and its metrics line left metrics.jsonl
             # short: rebuild it, or the run would never look finished to a sweep.
-            _write_run_files(run_dir, config, run.history)
+            _write_run_files(run_dir, config, run.history, data)
             log(f"{run_dir}: already finished ({run.start_epoch} epochs)")
             return run
         log(f"resuming {run_dir} from epoch {run.start_epoch}")
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: every input has been checked
-    _write_run_files(run_dir, config, run.history)
+    _write_run_files(run_dir, config, run.history, data)
     if method.needs_teacher:
         run.teacher = _open_teacher(run, teacher_payload, teacher_live, cacheable, teacher)
     return run
@@ -545,21 +568,23 @@ def _resume_payload(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
 
 def _batches(config: RunConfig, data: LongTailedData, device: torch.device, channels_last: bool):
     """(normalization, train, test, validation batches): tensors on the device for in-memory data, else files."""
+    eval_batch = eval_batch_size(device, data.spec.image_size, config.batch_size)
     if data.spec.in_memory:
         normalization = Normalization.of(data.train.images)
         train_batches = TensorBatches(data.train, config.batch_size, device, normalization, augment=config.augment,
                                       padding=data.spec.crop_padding, channels_last=channels_last,
                                       hflip=data.spec.hflip)
-        test_batches = TensorBatches(data.test, 500, device, normalization, augment=False, channels_last=channels_last)
-        val_batches = TensorBatches(data.val, 500, device, normalization, augment=False,
+        test_batches = TensorBatches(data.test, eval_batch, device, normalization, augment=False,
+                                     channels_last=channels_last)
+        val_batches = TensorBatches(data.val, eval_batch, device, normalization, augment=False,
                                     channels_last=channels_last) if len(data.val) else None
         return normalization, train_batches, test_batches, val_batches
     train_batches = FileBatches(data.train, config.batch_size, device, train=True, image_size=data.spec.image_size,
                                 num_workers=config.num_workers, channels_last=channels_last, hflip=data.spec.hflip)
-    test_batches = FileBatches(data.test, config.batch_size, device, train=False, image_size=data.spec.image_size,
+    test_batches = FileBatches(data.test, eval_batch, device, train=False, image_size=data.spec.image_size,
                                num_workers=config.num_workers, channels_last=channels_last)
     val_batches = None if not len(data.val) else FileBatches(
-        data.val, config.batch_size, device, train=False, image_size=data.spec.image_size,
+        data.val, eval_batch, device, train=False, image_size=data.spec.image_size,
         num_workers=config.num_workers, channels_last=channels_last)
     return None, train_batches, test_batches, val_batches
 
@@ -726,17 +751,20 @@ def _progress(step: int, steps: int, epoch: int, epochs: int, loss: float, start
 # ----------------------------------------------------------------------------------- after the epoch
 
 
-def epoch_metrics(run: Run, trained: EpochTraining, per_class: np.ndarray, group_prob: np.ndarray,
+def epoch_metrics(run: Run, trained: EpochTraining, per_class: np.ndarray | None, group_prob: np.ndarray | None,
                   val_metrics: dict[str, float | None]) -> dict[str, Any]:
-    """The epoch's metrics line, from its training and its evaluation (`evaluate`, `validation_metrics`)."""
+    """The epoch's metrics line, from its training and its evaluation (`evaluate`, `validation_metrics`).
+
+    per_class, group_prob: None for an epoch that skipped the test set; its test metrics are then None.
+    """
     config, teacher_group_prob = run.config, None if run.teacher is None else run.teacher.group_prob
     return {
         "epoch": trained.epoch + 1, "epochs": config.epochs,
         "train_loss": float(trained.loss_sum) / max(trained.steps, 1), "lr": trained.lr,
         **summarize(per_class, run.eval_groups),
         **val_metrics,
-        "per_class_acc": [float(v * 100) for v in per_class],
-        "group_prob": [float(v) for v in group_prob],
+        "per_class_acc": None if per_class is None else [float(v * 100) for v in per_class],
+        "group_prob": None if group_prob is None else [float(v) for v in group_prob],
         "teacher_group_prob": None if teacher_group_prob is None else [float(v) for v in teacher_group_prob],
         "distill_weight": trained.distill_weight if run.distiller is not None else 0.0,
         "epoch_seconds": time.perf_counter() - trained.started, "train_seconds": trained.train_seconds,
@@ -767,8 +795,11 @@ def save_epoch(run: Run, metrics: dict[str, Any]) -> None:
 
 
 def _format_epoch(m: dict[str, Any]) -> str:
-    parts = [f"epoch {m['epoch']:>3}/{m['epochs']}", f"loss {m['train_loss']:.4f}", f"lr {m['lr']:.4g}",
-             f"acc {m['acc']:.2f}", *(f"{group} {m[f'acc_{group}']:.2f}" for group in GROUPS)]
+    parts = [f"epoch {m['epoch']:>3}/{m['epochs']}", f"loss {m['train_loss']:.4f}", f"lr {m['lr']:.4g}"]
+    if m.get("acc") is not None:
+        parts += [f"acc {m['acc']:.2f}", *(f"{group} {m[f'acc_{group}']:.2f}" for group in GROUPS)]
+    else:
+        parts.append("test set not evaluated this epoch")
     if m.get("val_acc") is not None:
         groups = ", ".join(f"{group} {m[f'val_acc_{group}']:.2f}" for group in GROUPS)
         parts.append(f"val acc {m['val_acc']:.2f} ({groups})")
@@ -776,10 +807,13 @@ def _format_epoch(m: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _write_run_files(run_dir: Path, config: RunConfig, history: list[dict[str, Any]]) -> None:
-    """run.json (the resolved config) and metrics.jsonl rewritten from the checkpoint's history."""
+def _write_run_files(run_dir: Path, config: RunConfig, history: list[dict[str, Any]], data: LongTailedData) -> None:
+    """run.json (the resolved config), data.json (class counts: results records read them without
+    torch) and metrics.jsonl rewritten from the checkpoint's history."""
     # Written whole under a temporary name of their own, then renamed (Location.write_text).
     Location.parse(run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    Location.parse(run_dir / DATA_NAME).write_text(data_summary_text(data.counts, len(data.train), len(data.val),
+                                                                     len(data.test)))
     Location.parse(run_dir / METRICS_NAME).write_text(metrics_lines(history))
 
 
@@ -793,8 +827,9 @@ def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 
 def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None = None,
         log: Callable[[str], None] | None = print, *, teacher_cache: str | None = None,
-        teacher_cache_dtype: str = "float32", teacher_cache_dir: str | Path | None = None,
-        cuda_memory_fraction: float | None = None, teacher_path: str | Path | None = None) -> RunResult:
+        teacher_cache_dtype: str | None = None, teacher_cache_dir: str | Path | None = None,
+        cuda_memory_fraction: float | None = None, teacher_path: str | Path | None = None,
+        threads: int | None = None) -> RunResult:
     """Train one run into `run_dir`, resuming from its checkpoint when it holds the same run.
 
     `callback(metrics, checkpoint_path)` is called after every epoch, once the epoch's
@@ -806,18 +841,22 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         per image: 162 for CIFAR's padding of 4); otherwise the live teacher. "on": from the cache, building it if needed
         (a sweep: many students share the teacher). "off": always the live teacher. Feature
         methods and file-backed (ImageNet) data always run the live teacher.
-    teacher_cache_dtype: "float32" (default; equal to the live teacher to float tolerance) or
-        "float16" (half the size; logits rounded to a relative 2^-11 ~ 4.9e-4).
+    teacher_cache_dtype: None = the config's `teacher_cache_dtype`. "float32" (equal to the live teacher
+        to float tolerance) or "float16" (half the size; logits rounded to a relative 2^-11 ~ 4.9e-4).
     teacher_cache_dir: root of the caches (default: `logit_cache/` beside the teacher's checkpoint,
         i.e. on the sweep's shared storage).
     teacher_path: the teacher's run folder on this machine when `config.teacher` names it on an
         object store (the trainable fetches a copy); default `config.teacher`.
     cuda_memory_fraction: cap this process's CUDA memory at this share of the GPU
         (`cap_cuda_memory`), for several trials per GPU.
+    threads: torch's CPU threads for this process (a sweep: the trial's CPUs); None leaves torch's default.
     None of these change what a run computes beyond float tolerance: they are not part of its identity.
     """
     log = log or (lambda line: None)
-    teacher = TeacherOptions(config.teacher_cache if teacher_cache is None else teacher_cache, teacher_cache_dtype,
+    if threads is not None:
+        torch.set_num_threads(threads)
+    teacher = TeacherOptions(config.teacher_cache if teacher_cache is None else teacher_cache,
+                             config.teacher_cache_dtype if teacher_cache_dtype is None else teacher_cache_dtype,
                              teacher_cache_dir, teacher_path)
     run = build_run(config, run_dir, log, teacher, cuda_memory_fraction)
     if run.finished:
@@ -827,7 +866,10 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
     for epoch in range(run.start_epoch, config.epochs):
         trained = train_one_epoch(run, epoch, show_progress)
         val_metrics = validation_metrics(run.model, run.val_batches, run.num_classes, run.eval_groups, run.amp_dtype)
-        per_class, group_prob = evaluate(run.model, run.test_batches, run.num_classes, run.eval_groups, run.amp_dtype)
+        per_class = group_prob = None
+        if config.evaluates_test_at(epoch + 1):
+            per_class, group_prob = evaluate(run.model, run.test_batches, run.num_classes, run.eval_groups,
+                                             run.amp_dtype)
         metrics = epoch_metrics(run, trained, per_class, group_prob, val_metrics)
         save_epoch(run, metrics)
         log(_format_epoch(metrics))

@@ -2,6 +2,7 @@
 
     <run folder>/checkpoint.pt   every epoch, atomically (trainables/checkpoint.py)
     <run folder>/run.json        the resolved RunConfig
+    <run folder>/data.json       the data the run trains on: class counts, split sizes
     <run folder>/metrics.jsonl   one JSON line per finished epoch
     <run folder>/train.log       the run's own log lines with their times (a sweep's trials; `ltkd train` too)
     <run folder>/.trial.lock     the lease of the process training it (trainables/storage.py)
@@ -16,16 +17,30 @@ from typing import Any
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "run.json"
+DATA_NAME = "data.json"
 METRICS_NAME = "metrics.jsonl"
 TRAIN_LOG_NAME = "train.log"
 RUN_LOCK_NAME = ".trial.lock"
-RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, TRAIN_LOG_NAME)  # what a run pushes back, in that order
+RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, DATA_NAME, METRICS_NAME, TRAIN_LOG_NAME)  # what a run pushes back, in that order
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch metrics of a local run folder ([] when it has none yet)."""
     path = Path(run_dir) / METRICS_NAME
     return parse_metrics(path.read_text()) if path.exists() else []
+
+
+def read_data_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """A local run folder's data.json (class counts and split sizes), None when it has none (older runs)."""
+    path = Path(run_dir) / DATA_NAME
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def data_summary_text(class_counts, train_images: int, val_images: int, test_images: int) -> str:
+    """The data.json text: the training pool's class counts (after the validation split) and the split sizes."""
+    return json.dumps({"num_classes": len(class_counts), "class_counts": [int(c) for c in class_counts],
+                       "train_images": int(train_images), "val_images": int(val_images),
+                       "test_images": int(test_images)})
 
 
 def parse_metrics(text: str) -> list[dict[str, Any]]:

@@ -29,6 +29,9 @@ from trainables.trial import TrialSpec
 # orchestrator passes one that writes the trial's Parquet file (orchestrator/records.py), so this
 # module knows nothing of the results store.
 Recorder = Callable[[TrialSpec, Path, str, float, "str | None"], None]
+# What trains a run: the engine's `fit` (trainables/engine.py), or a stand-in with its signature
+# (benchmarks/scale.py's simulated training, which sleeps instead of computing).
+Fit = Callable[..., Any]
 
 
 def reported_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -71,17 +74,16 @@ def _sync_quietly(run: LocalCopy, names) -> None:
         pass
 
 
-def run_trial(trial: TrialSpec, record: Recorder) -> None:
+def run_trial(trial: TrialSpec, record: Recorder, fit: Fit | None = None) -> None:
     """Function trainable: trains `trial.run` in its run folder, reporting every epoch to Tune.
 
     `record` is called once the run is finished (status "completed") or has failed ("errored").
+    `fit`: what trains the run (default: the engine's; torch is imported only then).
     """
-    import torch
     from ray import tune
 
-    from trainables.engine import fit
-
-    torch.set_num_threads(max(1, int(trial.cpus)))
+    if fit is None:
+        from trainables.engine import fit
     started = time.time()
     reported = []
     with LocalCopy(Location.parse(trial.run_dir)) as run:
@@ -112,7 +114,7 @@ def run_trial(trial: TrialSpec, record: Recorder) -> None:
             teacher_files = _teacher_files(trial)
             log(f"trial {trial.trial_id} ({trial.stage}, cell {trial.cell}) on {socket.gethostname()}, pid {os.getpid()}")
             result = fit(trial.run, run.path, callback=on_epoch, log=log, cuda_memory_fraction=memory_share,
-                         teacher_path=teacher_files)
+                         teacher_path=teacher_files, threads=max(1, int(trial.cpus)))
         except Exception as exc:
             record(trial, run.path, "errored", started, f"{type(exc).__name__}: {exc}")
             log("failed:\n" + traceback.format_exc().rstrip())

@@ -247,7 +247,9 @@ class FileBatches:
             yield (*self._move(x, y), index)
 
     def ordered(self):
-        for x, y, _ in self._loader(None):
+        # A DataLoader without a generator of its own draws its workers' base seed from the global
+        # RNG: evaluation would then shift the training's random stream (and skipping it would too).
+        for x, y, _ in self._loader(torch.Generator().manual_seed(0)):
             yield self._move(x, y)
 
 

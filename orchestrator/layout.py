@@ -7,7 +7,7 @@
     <storage>/<sweep>/optuna.journal       every cell's Optuna study
     <storage>/<sweep>/runs/<cell>/<name>/  student run folders (trainables/run_files.py)
     <storage>/<sweep>/results/             one Parquet file per trial (results/store.py)
-    <storage>/<sweep>/ray/                 Ray Tune's experiment state and trial logs, one folder per stage
+    <storage>/<sweep>/ray/                 Ray Tune's experiment state and trial logs (trials/: every stage)
 
 `storage` is a folder every node reaches or an object-store URI (trainables/storage.py).
 """

@@ -214,14 +214,10 @@ def _ensure_record(run: PlannedRun, config: SweepConfig) -> None:
         write_record(spec, None, "completed")
 
 
-def _tune_run(config: SweepConfig, total: int, verbose: bool, search_alg, *, stop_check=None, scheduler=None,
-              on_reused=None) -> Any:
-    """One Tune run for every stage of the sweep (orchestrator/tune_glue.SweepSearcher hands out the trials)."""
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
+def _progress(config: SweepConfig, total: int, stop_check=None):
+    """The console view of a sweep's Tune run (tune_glue.Progress); it records trials stopped early."""
     from orchestrator.records import write_record
-    from orchestrator.tune_glue import Progress, ltkd_trial, trial_dirname
+    from orchestrator.tune_glue import Progress
     from trainables.trial import TrialSpec
 
     def on_end(trial: dict, status: str, started: float) -> None:
@@ -229,9 +225,16 @@ def _tune_run(config: SweepConfig, total: int, verbose: bool, search_alg, *, sto
         if status == "early_stopped" and trial:
             write_record(TrialSpec.from_dict(trial), None, "early_stopped", started)
 
-    progress = Progress("sweep", total, config.objective_metric, on_trial_end=on_end, stop_check=stop_check)
-    if on_reused is not None:  # final runs found finished when their cell's search ended are not Tune trials
-        on_reused.append(lambda n: setattr(progress, "total", progress.total - n))
+    return Progress("sweep", total, config.objective_metric, on_trial_end=on_end, stop_check=stop_check)
+
+
+def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, scheduler=None) -> Any:
+    """One Tune run for every stage of the sweep (orchestrator/tune_glue.SweepSearcher hands out the trials)."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from orchestrator.tune_glue import ltkd_trial, trial_dirname
+
     # Tune's result.json and progress.csv per trial (tune.ExperimentAnalysis reads them), but not its
     # TensorBoard logger: every run folder has its own event files (trainables/tracking.py), and Tune's
     # flushes and fsyncs a file per result in the driver's loop (~40 ms a result at paper scale).
@@ -243,7 +246,7 @@ def _tune_run(config: SweepConfig, total: int, verbose: bool, search_alg, *, sto
     filesystem, ray_path = ray_folder.filesystem() if ray_folder.remote else (None, ray_folder.path)
     tuner = tune.Tuner(
         tune.with_resources(ltkd_trial, resources),
-        tune_config=tune.TuneConfig(num_samples=total, search_alg=search_alg, scheduler=scheduler,
+        tune_config=tune.TuneConfig(num_samples=progress.total, search_alg=search_alg, scheduler=scheduler,
                                     metric=config.objective_metric if scheduler else None,
                                     mode="max" if scheduler else None, trial_dirname_creator=trial_dirname,
                                     # A finished trial's worker takes the next trial, whatever its stage:
@@ -331,14 +334,12 @@ def _run_stages(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[in
             # Finals train every seed in `seeds`: fresh runs, never a search trial's (plan.cell_final_runs).
             return cell_final_runs(config, cell, chosen)
 
-        reused = []
-
         def finished(run: PlannedRun) -> bool:
+            """A final run found finished when its cell's search ended: recorded, not a Tune trial."""
             if run_outcome(run.run_dir, run.epochs) is None:
                 return False
             _ensure_record(run, config)
-            for tell in reused:
-                tell(1)
+            progress.total -= 1
             return True
 
         searcher = SweepSearcher(config, todo, {run.run_dir.uri for run in teachers} - todo_dirs, all_cells, searches,
@@ -350,8 +351,8 @@ def _run_stages(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[in
                                          reduction_factor=config.scheduler.reduction_factor,
                                          max_t=max(run_epochs(config, search) for search in searches))
         total = len(todo) + sum(search.remaining() for search in searches) + finals
-        results = _tune_run(config, total, verbose, searcher, stop_check=stop_check, scheduler=scheduler,
-                            on_reused=reused)
+        progress = _progress(config, total, stop_check)
+        results = _tune_run(config, progress, verbose, searcher, scheduler=scheduler)
     errored = sum(1 for r in results if r.error is not None and r.config.get("trial", {}).get("stage") != "teacher")
     return len(searcher.failed_teachers), errored
 

@@ -163,7 +163,7 @@ def test_asha_stops_on_the_selected_metric(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tune, "Tuner", FakeTuner)
     config = make(tmp_path)
-    sweep._tune_run(config, 1, False, None, scheduler=object())
+    sweep._tune_run(config, sweep._progress(config, 1), False, None, scheduler=object())
     assert seen["tune_config"].metric == "val_acc" and seen["tune_config"].mode == "max"
 
 

@@ -448,7 +448,8 @@ def _sigkill_then_resume(tmp_path):
     rows = read_final_rows(sweep)
     assert rows["trial_id"].is_unique
     searched = rows[rows["stage"] == "search"].set_index("optuna_trial")
-    assert sorted(searched.index) == [0, 1, 2, 3]
+    # a trial asked just before the kill and never launched leaves a gap in the numbers, not a row
+    assert sorted(searched.index) == sorted(t.number for t in trials)
     for trial in trials:
         assert trial.value == pytest.approx(searched.loc[trial.number, "val_acc"])
     # every finished run has exactly one results file
@@ -567,8 +568,9 @@ def test_sweep_on_an_object_store_resumes_elsewhere_after_sigkill_and_shares_tea
     [trials] = study_trials(sweep.uri).values()
     rows = read_final_rows(sweep.uri)
     searched = rows[rows["stage"] == "search"].set_index("optuna_trial")
-    assert sorted(searched.index) == [0, 1, 2] and rows["trial_id"].is_unique
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 and rows["trial_id"].is_unique
+    # a trial asked just before the kill and never launched leaves a gap in the numbers, not a row
+    assert sorted(searched.index) == sorted(t.number for t in trials)
     for trial in trials:
         assert trial.value == pytest.approx(searched.loc[trial.number, "val_acc"])
     assert len((sweep / "results").files()) == len(rows)

@@ -303,12 +303,16 @@ class RayNode:
     """A head node of --cpus logical CPUs in a session of its own (SIGKILLed with all its processes by ending
     the session; `ray stop` would stop every Ray cluster on the machine)."""
 
-    def __init__(self, env: dict, cpus: int, temp: Path):
+    def __init__(self, env: dict, cpus: int):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # Its own temp dir (short: Ray's socket paths must fit 107 characters), where its logs count the
+        # worker processes it started.
+        self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         ray = str(Path(sys.executable).with_name("ray"))
         self.process = subprocess.Popen(
             [ray, "start", "--block", "--head", f"--port={self.port}", "--node-ip-address=127.0.0.1",
+             f"--temp-dir={self.temp}",
              f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
              "--object-store-memory=300000000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
@@ -325,6 +329,14 @@ class RayNode:
         except ProcessLookupError:
             pass
         self.process.wait()
+
+    def worker_processes(self) -> int:
+        """Python worker processes this node started (each leaves a core-worker log, kept after it exits)."""
+        return len({path.name for path in self.temp.glob("session_*/logs/**/python-core-worker-*.log")})
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 @dataclass
@@ -459,7 +471,8 @@ def benchmark(args, out: Path) -> int:
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
 
-    node = RayNode(env, args.cpus, out)
+    node = RayNode(env, args.cpus)
+    workers_started = 0  # Ray worker processes of the nodes that ran the tables
     cpu_started, wall_started = machine_cpu_seconds(), time.time()
     failures: list[str] = []
     drivers: dict[str, DriverRun] = {}
@@ -479,10 +492,11 @@ def benchmark(args, out: Path) -> int:
                              logs / f"{table.name}.log", kill_when=kill)
             if run.code == -9:
                 killed_table = table.name
-                node.kill()
+                workers_started += node.worker_processes()
+                node.remove()
                 print(f"killed: the {table.name} driver and every process of the Ray node, SIGKILL, at "
                       f"{done_before + results_count(table)}/{total_trials} trials")
-                node = RayNode(env, args.cpus, out)
+                node = RayNode(env, args.cpus)
                 launched = time.time()
                 resume_run = run_driver(["resume", str(table.folder), "--address", node.address], env,
                                         logs / f"{table.name}-resume.log")
@@ -497,18 +511,19 @@ def benchmark(args, out: Path) -> int:
                 print(run.output[-3000:])
                 break
     finally:
-        node.kill()
+        workers_started += node.worker_processes()
+        node.remove()
     machine_cpu, machine_wall = machine_cpu_seconds() - cpu_started, time.time() - wall_started
 
     # The whole paper sweep resumed: every table's `ltkd resume` over its finished runs (a new node each time
     # would cost a Ray start each; one node serves them all, as a user's cluster would).
     epochs_before = len(events(out))
-    node = RayNode(env, args.cpus, out)
+    node = RayNode(env, args.cpus)
     try:
         noop = {t.name: run_driver(["resume", str(t.folder), "--address", node.address], env,
                                    logs / f"{t.name}-resume-finished.log") for t in tables if t.name in drivers}
     finally:
-        node.kill()
+        node.remove()
     retrained = len(events(out)) - epochs_before
 
     status = {t.name: timed(["status", str(t.folder)], env) for t in tables if t.name in drivers}
@@ -558,8 +573,11 @@ def benchmark(args, out: Path) -> int:
           f"slot-seconds per trial")
     per_trial = overhead * args.cpus / total_trials
     print(f"at this machine's overhead a trial must compute {per_trial / 0.05 / 60:.0f} min for the overhead to be <= 5% of "
-          f"it (a paper CIFAR trial: 240 epochs); trial worker processes started: {len(list((out / 'events').glob('*.jsonl')))} "
-          f"(Tune's reused actors: one per slot, and again after the kill)")
+          f"it (a paper CIFAR trial: 240 epochs)")
+    ran_trials = len(list((out / "events").glob("*.jsonl")))
+    print(f"worker processes: {workers_started} started by Ray for {total_trials} trials, {ran_trials} of them ran trials "
+          "(Tune gives a finished trial's process the next trial; the others were started for a trial on a free slot "
+          "and stopped before it ran, when another trial's process came free first, each an import of Ray for nothing)")
     driver_cpu = sum(r.cpu for r in drivers.values())
     print(f"drivers: {driver_cpu:.0f} CPU-seconds in all ({driver_cpu / total_trials * 1000:.0f} ms per trial), "
           f"peak memory {max(r.peak_mb for r in drivers.values()):.0f} MB (largest table)")

@@ -26,8 +26,8 @@ def test_the_scale_benchmark_runs_a_tiny_grid_through_the_real_orchestration(tmp
     assert "grid: table4: 39 trials" in text
     assert "killed: the table4 driver and every process of the Ray node, SIGKILL" in text
     assert "resume after SIGKILL (table4): trials ran again" in text
-    for line in ("orchestration overhead:", "drivers:", "| table4 |", "ltkd status:", "ltkd report over all tables:",
-                 "0 epochs trained again"):
+    for line in ("orchestration overhead:", "drivers:", "worker processes:", "| table4 |", "ltkd status:",
+                 "ltkd report over all tables:", "0 epochs trained again"):
         assert line in text, line
     assert "FAILED" not in text
 

@@ -15,8 +15,9 @@ run's epoch compute (its models' multiply-accumulates over its training and eval
 compute fills --compute-minutes of the node's slots, and writes what the engine writes (run.json,
 data.json, metrics.jsonl, a placeholder checkpoint). Counts are the paper's; epochs per run are
 --epochs instead of 100-240, and the sleep is scaled down. On a 2-core machine the pace is set by
-the CPU that Ray and Tune spend per trial (~1.4 s): Table 1 alone (1,428 trials) takes ~19 min,
-all six tables about an hour; --tables runs a part.
+the CPU that Ray and Tune spend per trial (~1.3 s, most of it worker processes Ray starts and
+Tune stops unused: see `worker processes:` in the output): all six tables took 61 min, Table 1
+alone ~17-19 min; --tables runs a part.
 
 It prints, each as a number and a ratio:
   - trials and epochs simulated;

@@ -15,7 +15,7 @@ run's epoch compute (its models' multiply-accumulates over its training and eval
 compute fills --compute-minutes of the node's slots, and writes what the engine writes (run.json,
 data.json, metrics.jsonl, a placeholder checkpoint). Counts are the paper's; epochs per run are
 --epochs instead of 100-240, and the sleep is scaled down. On a 2-core machine the pace is set by
-the CPU that Ray and Tune spend per trial (~1.3 s, most of it worker processes Ray starts and
+the CPU that Ray and Tune spend per trial (~1.3 s, by an estimate mostly worker processes Ray starts and
 Tune stops unused: see `worker processes:` in the output): all six tables took 61 min, Table 1
 alone ~17-19 min; --tables runs a part.
 
@@ -321,7 +321,7 @@ class RayNode:
                   "while not any(n['Alive'] for n in ray.nodes()): time.sleep(0.5)\nprint('ready')")
         ready = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
         if not ready.stdout.strip().endswith("ready"):
-            self.kill()
+            self.remove()
             raise SystemExit(f"the Ray node did not start: {ready.stderr.strip()[-2000:]}")
 
     def kill(self) -> None:
@@ -577,8 +577,8 @@ def benchmark(args, out: Path) -> int:
           f"it (a paper CIFAR trial: 240 epochs)")
     ran_trials = len(list((out / "events").glob("*.jsonl")))
     print(f"worker processes: {workers_started} started by Ray for {total_trials} trials, {ran_trials} of them ran trials "
-          "(Tune gives a finished trial's process the next trial; the others were started for a trial on a free slot "
-          "and stopped before it ran, when another trial's process came free first, each an import of Ray for nothing)")
+          "(Tune gives a finished trial's process the next trial; the rest never ran one: Ray's idle pool, and "
+          "processes Tune started for a trial on a free slot and stopped when another trial's process came free first)")
     driver_cpu = sum(r.cpu for r in drivers.values())
     print(f"drivers: {driver_cpu:.0f} CPU-seconds in all ({driver_cpu / total_trials * 1000:.0f} ms per trial), "
           f"peak memory {max(r.peak_mb for r in drivers.values()):.0f} MB (largest table)")

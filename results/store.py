@@ -411,7 +411,10 @@ def write_trial(store: str, record: TrialRecord) -> str:
     table = record_table(record)
     fs, root = _filesystem(store)
     name = trial_file_name(record.trial_id)
-    publish(fs, f"{_results_dir(root)}/{name}", lambda sink: pq.write_table(table, sink))
+    # The final row in a row group of its own: status and tables read that group alone, whatever the
+    # number of epoch rows (a paper run has 100-240, each with its per-class accuracies).
+    epoch_rows = max(1, table.num_rows - 1)
+    publish(fs, f"{_results_dir(root)}/{name}", lambda sink: pq.write_table(table, sink, row_group_size=epoch_rows))
     location = Location.parse(store)
     return f"{location.path}/{RESULTS_DIR}/{name}" if location.remote else f"{_results_dir(root)}/{name}"
 
@@ -445,10 +448,10 @@ def _list_files(store: str, allow_empty: bool = False) -> tuple[pafs.FileSystem,
     raise UserError(f"{store}: no results (expected {RESULTS_DIR}/*.parquet written by ltkd-sweep)")
 
 
-def _read_file(fs: pafs.FileSystem, path: str, final_only: bool = False,
-               columns: tuple[str, ...] | None = None) -> tuple[pa.Table | None, str | None]:
-    """(table, None) or (None, why it is skipped); with `final_only` its final row alone (no per-epoch
-    rows); with `columns` those of SCHEMA's columns alone. Raises UserError for a newer schema."""
+def _read_file(fs: pafs.FileSystem, path: str, schema: pa.Schema, final_only: bool = False,
+               ) -> tuple[pa.Table | None, str | None]:
+    """(table, None) or (None, why it is skipped): the file's columns of `schema` (SCHEMA or a projection
+    of it); with `final_only` its final row alone (no per-epoch rows). Raises UserError for a newer schema."""
     try:
         with fs.open_input_file(path) as source:
             parquet = pq.ParquetFile(source)
@@ -463,7 +466,11 @@ def _read_file(fs: pafs.FileSystem, path: str, final_only: bool = False,
                 raise UserError(f"{path} was written by a newer ltkd-sweep (schema {version} > {SCHEMA_VERSION}); "
                                 "upgrade ltkd-sweep to read it")
             # A current file reads only the columns asked for; an older one whole, for its upgrade.
-            table = parquet.read(columns=_projected(columns).names if columns and version == SCHEMA_VERSION else None)
+            columns = schema.names if version == SCHEMA_VERSION and schema is not SCHEMA else None
+            # The final row is the file's last row: write_trial gives it a row group of its own (older files
+            # hold every row in one group, filtered below).
+            table = (parquet.read_row_group(parquet.num_row_groups - 1, columns=columns) if final_only
+                     and parquet.num_row_groups else parquet.read(columns=columns))
     except UserError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -473,17 +480,18 @@ def _read_file(fs: pafs.FileSystem, path: str, final_only: bool = False,
             return None, f"schema version {version} has no upgrade path"
         table = _UPGRADES[version](table)
         version += 1
-    schema = _projected(columns)
+    if final_only and (table.num_rows != 1 or table["row_kind"][0].as_py() != "final"):
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.equal(table["row_kind"], "final"))
+    if table.schema.equals(schema):  # the common case: a current file, nothing to check or convert
+        return table.replace_schema_metadata(None), None
     missing = [f.name for f in schema if f.name not in table.schema.names]
     if missing:
         return None, f"not an ltkd-sweep results file (missing columns: {', '.join(missing[:5])})"
     wrong = [f.name for f in schema if not table.schema.field(f.name).type.equals(f.type)]
     if wrong:
         return None, f"column types differ from schema {SCHEMA_VERSION} ({', '.join(wrong[:5])})"
-    if final_only:
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.equal(table["row_kind"], "final"))
     return table.select(list(schema.names)).replace_schema_metadata(None).cast(schema), None
 
 
@@ -508,13 +516,13 @@ def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None
     with `final_only` one row per trial, its final row (what tables and status read: a paper-scale
     store holds 100-240 per-epoch rows per trial, each with its per-class accuracies); with `columns`
     only those (and KEY_COLUMNS): a status of a paper-scale sweep reads thousands of files."""
-    columns = None if columns is None else tuple(columns)
-    _projected(columns)  # an unknown column is the caller's error, not every file's
+    schema = _projected(None if columns is None else tuple(columns))  # an unknown column: the caller's error
     warn = warn or _default_warn
     stores = [str(s) for s in stores]
     if not stores:
         raise UserError("no sweep folder given")
-    parts = []
+    parts: list[pa.Table] = []
+    sources: list[str] = []  # the file of each part
     seen: set[tuple[str, str]] = set()
     for store in stores:
         fs, files = _list_files(store, allow_empty)
@@ -525,20 +533,23 @@ def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None
         seen.update((fs.type_name, path) for path in fresh)
         # Reading is I/O bound (and slow per file on object stores): read files in parallel.
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-            loaded = list(pool.map(lambda path: _read_file(fs, path, final_only, columns), fresh))
+            loaded = list(pool.map(lambda path: _read_file(fs, path, schema, final_only), fresh))
         for path, (table, problem) in zip(fresh, loaded):
             if table is None:
                 warn(f"skipping {path}: {problem}")
                 continue
             good += 1
             # The file as write_trial names it: a local path, or the store's URI path (its query options left out).
-            source = f"{location.path}/{RESULTS_DIR}/{path.rsplit('/', 1)[-1]}" if location.remote else path
-            parts.append(table.append_column("source", pa.array([source] * len(table), pa.string())))
+            sources.append(f"{location.path}/{RESULTS_DIR}/{path.rsplit('/', 1)[-1]}" if location.remote else path)
+            parts.append(table)
         if not good and files:
             raise UserError(f"{store}: no readable results (every file was skipped)")
     if not parts:  # allow_empty and nothing written yet
-        return _projected(columns).append(pa.field("source", pa.string())).empty_table()
+        return schema.append(pa.field("source", pa.string())).empty_table()
     table = pa.concat_tables(parts)
+    # One `source` column for all parts at once (a column per part costs more than the read of a final row).
+    offsets = pa.array([i for i, part in enumerate(parts) for _ in range(part.num_rows)], pa.int32())
+    table = table.append_column("source", pa.array(sources, pa.string()).take(offsets))
     return _deduplicate(table, warn)
 
 

@@ -292,8 +292,9 @@ def table_trials(df: pd.DataFrame, select: str = "last-epoch") -> tuple[pd.DataF
         notes.append(f"Left out: {', '.join(parts)} run(s) of the final / single / teacher stages.")
     kept = staged[staged["status"] == "completed"].copy()
     kept["row_key"] = [TEACHER_ROW if r == "teacher" else m for r, m in zip(kept["role"], kept["method"])]
-    kept["variant"] = [variant_of(r) for r in kept.to_dict("records")]
-    kept["groups"] = [_groups_of(r) for r in kept.to_dict("records")]
+    records = kept.to_dict("records")
+    kept["variant"] = [variant_of(r) for r in records]
+    kept["groups"] = [_groups_of(r) for r in records]
     return kept.reset_index(drop=True), notes
 
 
@@ -460,13 +461,14 @@ def _selection_sentences(students: pd.DataFrame) -> list[str]:
     if students.empty:
         return []
     by: dict[str, set[str]] = {}
-    for row in students.to_dict("records"):
-        by.setdefault(how_chosen(row), set()).add(row["row_key"])
-    searched = students[[how_chosen(r) in ("val", "test", "unknown") for r in students.to_dict("records")]]
+    chosen = [how_chosen(r) for r in students[[c for c in ("search_trials", "selection") if c in students]]
+              .to_dict("records")]
+    for how, key in zip(chosen, students["row_key"]):
+        by.setdefault(how, set()).add(key)
+    searched = students[[how in ("val", "test", "unknown") for how in chosen]]
     objectives = sorted({str(v) for v in _known(searched["objective_metric"])})
     maximised = f"searches maximised {', '.join(objectives)}" if objectives else "the searched metric not recorded"
-    holdout = _ints(students.loc[[how_chosen(r) == "val" for r in students.to_dict("records")],
-                                 "validation_per_class"])
+    holdout = _ints(students.loc[[how == "val" for how in chosen], "validation_per_class"])
     out = []
     kinds = {k for k in by if k in ("val", "test", "unknown")}
     if kinds == {"val"}:
@@ -489,7 +491,7 @@ def _selection_sentences(students: pd.DataFrame) -> list[str]:
     elif "fixed" in by:
         out.append("No hyperparameter search: every method ran at fixed hyperparameters.")
     if "unrecorded" in by:
-        unrecorded = students[[how_chosen(r) == "unrecorded" for r in students.to_dict("records")]]
+        unrecorded = students[[how == "unrecorded" for how in chosen]]
         old = (unrecorded["schema_version"] < 2 if "schema_version" in unrecorded
                else pd.Series(False, index=unrecorded.index))
         if old.any():
@@ -666,7 +668,8 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
     if trials.empty:
         return None
     blocks = table_cells(trials)
-    per_block = {b: main_rows(block_members(trials, b)) for b in blocks}
+    members = {b: block_members(trials, b) for b in blocks}
+    per_block = {b: main_rows(members[b]) for b in blocks}
     keys = sorted({k for rows in per_block.values() for k in rows}, key=method_sort_key)
     columns, lookup, cells = _columns_and_cells(per_block, blocks, keys, ("main_results", "method") if paper else None)
     notes += _mixed_notes(per_block, lambda key: None if key == TEACHER_ROW else method_label(key))
@@ -689,7 +692,7 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
         if any(g is not None and g.p_value is None for g in gains):
             gain_text += (f" No test: fewer than two such pairs (or identical values); such a gain carries "
                           f"{NOT_SIGNIFICANT} too.")
-    groups = sorted({main_groups(block_members(trials, b)) for b in blocks})
+    groups = sorted({main_groups(members[b]) for b in blocks})
     used = _used(per_block)
     caption = (f"Top-1 accuracy (%) on the balanced test set; Tail: the 33% least frequent classes, All: every "
                f"class. {_select_caption(select)} {protocol_caption(used, df)} "
@@ -714,7 +717,7 @@ def pair_key(row: pd.Series | dict, with_teacher: bool) -> tuple:
 def paired_values(trials: pd.DataFrame, metric: str, with_teacher: bool) -> dict[tuple, float]:
     """pair key -> the metric (the mean, should one key hold several runs)."""
     values: dict[tuple, list[float]] = {}
-    for row in trials.to_dict("records"):
+    for row in trials[[c for c in ("seed", "teacher_seed", metric) if c in trials]].to_dict("records"):
         value = row.get(metric)
         if not _missing(value):
             values.setdefault(pair_key(row, with_teacher), []).append(float(value))
@@ -914,10 +917,11 @@ def chosen_configs(df: pd.DataFrame) -> list[dict]:
         return []
     finals = df[(df["row_kind"] == "final") & df["stage"].isin(("final", "single")) & (df["role"] != "teacher")]
     search = df[(df["row_kind"] == "final") & (df["stage"] == "search")]
+    searches = dict(list(search.groupby(["sweep", "cell"], sort=False)))
     entries = []
     for (sweep, cell, hparams), group in finals.groupby(["sweep", "cell", "hparams_json"], sort=False):
         first = group.iloc[0]
-        searched = search[(search["sweep"] == sweep) & (search["cell"] == cell)]
+        searched = searches.get((sweep, cell), search.iloc[0:0])
         try:
             values = json.loads(hparams)
         except (TypeError, ValueError):

@@ -241,6 +241,33 @@ def test_final_rows_and_chosen_columns_read_the_same_values(sweep, records):
         read_results([str(sweep)], columns=("colour",))
 
 
+def test_the_final_row_has_a_row_group_of_its_own_and_one_group_files_still_read(sweep, records, tmp_path):
+    """A final-only read reads the last row group alone; files written before that (one group) read the same."""
+    record = next(r for r in records if r.stage == "final" and len(r.history) > 1)
+    path = Path(write_trial(str(tmp_path / "groups"), record))
+    parquet = pq.ParquetFile(path)
+    assert parquet.num_row_groups == 2
+    assert parquet.metadata.row_group(0).num_rows == len(record.history)
+    assert parquet.read_row_group(1, columns=["row_kind"])["row_kind"].to_pylist() == ["final"]
+    # the same rows in one row group, as write_trial wrote them before
+    single = tmp_path / "single" / "results"
+    single.mkdir(parents=True)
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata(parquet.schema_arrow.metadata), single / path.name)
+    assert pq.ParquetFile(single / path.name).num_row_groups == 1
+    a = read_results([str(tmp_path / "groups")], final_only=True).drop(columns="source")
+    b = read_results([str(tmp_path / "single")], final_only=True).drop(columns="source")
+    assert len(a) == 1 and a.equals(b)
+    assert a["acc"].iloc[0] == pytest.approx(record.history[-1]["acc"])
+    # a trial without epochs (errored at start) is a single final row
+    bare = dataclasses.replace(record, trial_id=record.trial_id + "-bare", history=[], status="errored",
+                               error="boom")
+    bare_path = Path(write_trial(str(tmp_path / "bare"), bare))
+    assert pq.ParquetFile(bare_path).num_row_groups == 1
+    only = read_results([str(tmp_path / "bare")], final_only=True)
+    assert list(only["row_kind"]) == ["final"] and list(only["error"]) == ["boom"]
+
+
 def test_trial_file_names_are_safe_and_stable():
     a = trial_file_name("cifar100/if10/resnet32x4->resnet8x4/ltkd:final:seed=0")
     assert "/" not in a and ":" not in a and ">" not in a and a.endswith(".parquet")

@@ -60,6 +60,7 @@ sys.path.insert(0, str(REPO))
 from trainables.run_files import (CHECKPOINT_NAME, CONFIG_NAME, DATA_NAME, METRICS_NAME,  # noqa: E402
                                   data_summary_text, metrics_lines, read_metrics)
 from trainables.storage import Location  # noqa: E402
+from trainables.console import span  # noqa: E402
 
 STAND_IN_ENV = "LTKD_SCALE_STAND_IN"  # the stand-in's settings file: epoch seconds per kind of run, class counts
 STAND_IN = "benchmarks.scale:simulated_fit"
@@ -68,7 +69,7 @@ PLACEHOLDER_CHECKPOINT_BYTES = 4096
 
 
 # ------------------------------------------------------------------------------------ the stand-in
-# Runs in the Ray workers, once per trial, in place of trainables.engine.fit: no torch.
+# Runs in the Ray workers, once per trial, in place of trainables.engine.fit: no torch of its own.
 
 
 @dataclass
@@ -421,13 +422,32 @@ def journal_open_seconds(path: Path) -> tuple[float, int]:
 # ------------------------------------------------------------------------------------ main
 
 
+# Memory of one trial process: a Ray worker that has imported torch (Ray Tune's report imports it in every
+# trial process when it is installed, the stand-in's included): 0.38 GB each in Ray's out-of-memory
+# report of a 64-slot run on this 24 GB machine, which Ray's memory monitor stopped.
+PROCESS_GB = 0.4
+RESERVED_GB = 2.0  # the driver, Ray's daemons, this script
+
+
+def processes_memory_holds() -> int:
+    """Trial processes this machine's available memory holds next to the driver and Ray's daemons."""
+    try:
+        with open("/proc/meminfo") as f:
+            available_kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return 64  # not Linux: no way to tell; the default stands
+    return max(1, int((available_kb / 2**20 - RESERVED_GB) / PROCESS_GB))
+
+
 def main(argv=None) -> int:
     from orchestrator.sweep_cli import packaged_configs
 
     tables_known = [name.split(":", 1)[1] for name in packaged_configs()]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tables", default=",".join(tables_known), help="paper tables, comma-separated (default: all)")
-    parser.add_argument("--cpus", type=int, default=64, help="logical CPUs of the Ray node = trials at once")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="logical CPUs of the Ray node = trials at once (default: 64, or as many trial processes "
+                             "as this machine's memory holds)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of every simulated run (the paper: 100-240)")
     parser.add_argument("--compute-minutes", type=float, default=2.5,
                         help="the grid's simulated compute, in minutes of all slots busy")
@@ -440,6 +460,17 @@ def main(argv=None) -> int:
     unknown = sorted(set(args.tables) - set(tables_known))
     if unknown:
         parser.error(f"unknown table {unknown[0]} (known: {', '.join(tables_known)})")
+
+    held = processes_memory_holds()
+    if args.cpus is None:
+        args.cpus = min(64, held)
+        if args.cpus < 64:
+            print(f"--cpus {args.cpus}: this machine's memory holds {held} trial processes, not 64 (each imports "
+                  f"torch, Ray's report does: ~{PROCESS_GB} GB a process); --cpus N sets it")
+    elif args.cpus > held:
+        parser.error(f"--cpus {args.cpus}: {args.cpus} trial processes at once need ~{args.cpus * PROCESS_GB:.0f} GB "
+                     f"(~{PROCESS_GB} GB each: Ray's report imports torch in every one), more than this machine's "
+                     f"available memory holds ({held}); give --cpus {held} or less")
 
     out = Path(args.out or tempfile.mkdtemp(prefix="ltkd-scale-")).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -573,7 +604,7 @@ def benchmark(args, out: Path) -> int:
           f"of the simulated compute at {args.cpus} trials at once (target <= 5%); {overhead * args.cpus / total_trials:.2f} "
           f"slot-seconds per trial")
     per_trial = overhead * args.cpus / total_trials
-    print(f"at this machine's overhead a trial must compute {per_trial / 0.05 / 60:.0f} min for the overhead to be <= 5% of "
+    print(f"at this machine's overhead a trial must compute {span(per_trial / 0.05)} for the overhead to be <= 5% of "
           f"it (a paper CIFAR trial: 240 epochs)")
     ran_trials = len(list((out / "events").glob("*.jsonl")))
     print(f"worker processes: {workers_started} started by Ray for {total_trials} trials, {ran_trials} of them ran trials "

@@ -228,12 +228,24 @@ def _progress(config: SweepConfig, total: int, stop_check=None):
     return Progress("sweep", total, config.objective_metric, on_trial_end=on_end, stop_check=stop_check)
 
 
+def trial_slots(config: SweepConfig, cluster: dict[str, float]) -> int:
+    """Trials at once: resources.max_concurrent_trials, or as many as `cluster` (Ray's resources) holds."""
+    if config.resources.max_concurrent_trials:
+        return config.resources.max_concurrent_trials
+    slots = [cluster.get("CPU", 0.0) / config.resources.cpus_per_trial]
+    if config.resources.gpus_per_trial:
+        slots.append(cluster.get("GPU", 0.0) / config.resources.gpus_per_trial)
+    return max(1, int(min(slots) + 1e-9))
+
+
 def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, scheduler=None) -> Any:
     """One Tune run for every stage of the sweep (orchestrator/tune_glue.SweepSearcher hands out the trials)."""
+    import ray
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.search import ConcurrencyLimiter
 
-    from orchestrator.tune_glue import ltkd_trial, trial_dirname
+    from orchestrator.tune_glue import SweepScheduler, ltkd_trial, trial_dirname
 
     # Tune's result.json and progress.csv per trial (tune.ExperimentAnalysis reads them), but not its
     # TensorBoard logger: every run folder has its own event files (trainables/tracking.py), and Tune's
@@ -244,9 +256,16 @@ def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, sched
     ray_folder = layout(config).ray
     # Ray keeps its experiment state and trial logs on the same storage, object stores included.
     filesystem, ray_path = ray_folder.filesystem() if ray_folder.remote else (None, ray_folder.path)
+    # A trial is handed to Tune only when a slot is free. Without the limit Tune keeps one trial pending
+    # and starts a worker process for it on any free slot, then stops that process when a running trial's
+    # worker comes free first (the trial takes that one): a process start and an import of Ray and torch
+    # for nothing, most trial ends (the whole grid of benchmarks/scale.py: 4,043 processes for 78 that
+    # ran trials). With it, a finished trial's worker takes the next trial; processes start to fill slots.
+    slots = trial_slots(config, ray.cluster_resources())
     tuner = tune.Tuner(
         tune.with_resources(ltkd_trial, resources),
-        tune_config=tune.TuneConfig(num_samples=progress.total, search_alg=search_alg, scheduler=scheduler,
+        tune_config=tune.TuneConfig(num_samples=progress.total, search_alg=ConcurrencyLimiter(search_alg, slots),
+                                    scheduler=scheduler or SweepScheduler(),
                                     metric=config.objective_metric if scheduler else None,
                                     mode="max" if scheduler else None, trial_dirname_creator=trial_dirname,
                                     # A finished trial's worker takes the next trial, whatever its stage:

@@ -90,6 +90,9 @@ class SchedulerEntry:
 class ResourcesEntry:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0  # fractions share a GPU (scheduling label only: memory is not isolated)
+    # Trials at once: 0 = as many as the cluster holds when the driver starts (its CPUs and GPUs over
+    # the above). Set it on an autoscaling cluster, whose size at start is not its size.
+    max_concurrent_trials: int = 0
 
 
 @dataclass
@@ -447,6 +450,10 @@ def validate(config: SweepConfig) -> None:
     gpus = config.resources.gpus_per_trial
     need(_number(gpus) and 0 <= gpus and (gpus <= 1 or float(gpus).is_integer()),
          f"resources.gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus!r}")
+    concurrent = config.resources.max_concurrent_trials
+    need(isinstance(concurrent, int) and not isinstance(concurrent, bool) and concurrent >= 0,
+         f"resources.max_concurrent_trials must be a whole number >= 0 (0: as many as the cluster holds), "
+         f"got {concurrent!r}")
 
     class_counts = {}
     for i, entry in enumerate(config.datasets):
@@ -612,6 +619,7 @@ def _schema_extras() -> dict[tuple[type, str], dict[str, Any]]:
         (SchedulerEntry, "reduction_factor"): {"minimum": 2},
         (ResourcesEntry, "cpus_per_trial"): {"exclusiveMinimum": 0},
         (ResourcesEntry, "gpus_per_trial"): {"minimum": 0},
+        (ResourcesEntry, "max_concurrent_trials"): {"minimum": 0},
     }
 
 

@@ -10,7 +10,8 @@ import sys
 import time
 
 from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from orchestrator.plan import PlannedRun
@@ -131,7 +132,30 @@ class SweepSearcher(Searcher):
             (self.failed_teachers if error or not result else self.done_teachers).add(run.run_dir.uri)
 
 
-class SearchTrialsASHA(ASHAScheduler):
+class _NewestPendingFirst:
+    """Tune starts the trial its scheduler chooses first, on a finished trial's worker when one is free.
+    FIFO chooses the oldest pending trial, which already waits for a worker process Tune is starting for
+    it; given the free worker, that start is stopped (a process and an import of torch for nothing) and
+    the next trial starts another. The newest pending trial has no process yet: it takes the free one."""
+
+    def choose_trial_to_run(self, tune_controller):
+        return newest_waiting(tune_controller.get_trials())
+
+
+def newest_waiting(trials: list) -> Trial | None:
+    """The newest pending trial, else the newest paused one, else None (Tune's trials, oldest first)."""
+    for status in (Trial.PENDING, Trial.PAUSED):
+        for trial in reversed(trials):
+            if trial.status == status:
+                return trial
+    return None
+
+
+class SweepScheduler(_NewestPendingFirst, FIFOScheduler):
+    """Every trial to its end, in the order above (the sweep's scheduler without ASHA)."""
+
+
+class SearchTrialsASHA(_NewestPendingFirst, ASHAScheduler):
     """Ray Tune's ASHA scheduler for the search trials only: teachers and final runs always train to the end."""
 
     def on_trial_add(self, tune_controller, trial):

@@ -302,6 +302,7 @@ PAST_LIMITS = {
     "datasets.0.name": "mnist", "datasets.0.imbalance_factors": [0.5], "datasets.0.validation_per_class": -1,
     "methods.1.method": "fancykd", "methods.1.search.n_trials": 0, "scheduler.grace_period": 0,
     "scheduler.reduction_factor": 1, "resources.cpus_per_trial": 0, "resources.gpus_per_trial": -0.5,
+    "resources.max_concurrent_trials": -1,
 }
 
 

@@ -76,3 +76,30 @@ def test_time_left_stays_close_for_uneven_trials():
     durations = [40.0, 80.0, 55.0, 70.0, 65.0, 50.0, 75.0, 60.0, 45.0, 85.0, 58.0, 72.0]
     errors = [abs(estimate - truth) / truth for truth, estimate in replay(durations, 3) if truth > 30]
     assert sum(errors) / len(errors) < 0.25 and max(errors) < 0.6
+
+
+def test_the_scheduler_starts_the_newest_waiting_trial():
+    """A finished trial's worker goes to the newest pending trial (no worker process started for it yet),
+    not to an older one whose worker is starting (Tune would stop that start)."""
+    from ray.tune.experiment import Trial
+
+    from orchestrator.tune_glue import SearchTrialsASHA, SweepScheduler, newest_waiting
+
+    trials = [Trial("ltkd_trial", config={}, trial_id=f"t{i}", stub=True) for i in range(5)]
+    for trial, status in zip(trials, [Trial.TERMINATED, Trial.PENDING, Trial.RUNNING, Trial.PENDING, Trial.PAUSED]):
+        trial.set_status(status)
+    assert newest_waiting(trials) is trials[3]
+    trials[3].set_status(Trial.RUNNING)
+    assert newest_waiting(trials) is trials[1]
+    trials[1].set_status(Trial.RUNNING)
+    assert newest_waiting(trials) is trials[4]  # paused ones after every pending one
+    trials[4].set_status(Trial.TERMINATED)
+    assert newest_waiting(trials) is None
+
+    class Controller:  # what a scheduler reads of Tune's controller here
+        def get_trials(self):
+            return trials
+
+    trials[0].set_status(Trial.PENDING)
+    for scheduler in (SweepScheduler(), SearchTrialsASHA(time_attr="epoch", max_t=4)):
+        assert scheduler.choose_trial_to_run(Controller()) is trials[0]

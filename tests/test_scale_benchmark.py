@@ -4,6 +4,7 @@ status and report steps run and its own checks pass. Its figures are not asserte
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,16 @@ def test_the_ideal_wall_time_follows_the_drivers_order(tmp_path, slots, expected
     seconds = {run_kind("digits", 10, "resnet8", "ce", "teacher", None): 10.0,
                run_kind("digits", 10, "resnet8", "ltkd", "student", "resnet8"): 3.0}
     assert ideal_seconds(config, seconds, slots) == pytest.approx(expected)
+
+
+def test_more_trial_processes_than_memory_holds_is_a_clear_error(capsys):
+    sys.path.insert(0, str(REPO))
+    from benchmarks.scale import PROCESS_GB, main, processes_memory_holds
+
+    too_many = processes_memory_holds() + 1000  # memory other processes take meanwhile moves it by a few at most
+    with pytest.raises(SystemExit) as stop:
+        main(["--cpus", str(too_many), "--tables", "table4"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--cpus {too_many}: {too_many} trial processes at once need ~{too_many * PROCESS_GB:.0f} GB" in error
+    assert re.search(r"give --cpus \d+ or less$", error)

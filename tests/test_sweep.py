@@ -165,12 +165,27 @@ def test_toml_and_yaml_configs_load_to_the_same_sweep(tmp_path):
     ({"pairs": [{"teacher": "resnet20"}]}, "missing key 'pairs[0].student'"),
     ({"seeds": []}, "seeds must be a non-empty list"),
     ({"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial must be a fraction"),
+    ({"resources": {"max_concurrent_trials": -2}}, "resources.max_concurrent_trials must be a whole number >= 0"),
     ({"objective": "loss"}, "objective must be one of"),
 ])
 def test_impossible_configs_name_the_key(tmp_path, change, message):
     with pytest.raises(ConfigError) as error:
         parse_config({**tiny_config(tmp_path), **change})
     assert message in str(error.value)
+
+
+def test_trials_at_once_are_the_slots_the_cluster_holds_unless_the_config_says(tmp_path):
+    from orchestrator.sweep import trial_slots
+
+    def slots(resources: dict, cluster: dict) -> int:
+        return trial_slots(parse_config({**tiny_config(tmp_path), "resources": resources}), cluster)
+
+    assert slots({"cpus_per_trial": 1}, {"CPU": 64.0}) == 64
+    assert slots({"cpus_per_trial": 3}, {"CPU": 64.0}) == 21  # whole trials only
+    assert slots({"cpus_per_trial": 0.5}, {"CPU": 3.0}) == 6
+    assert slots({"cpus_per_trial": 4, "gpus_per_trial": 0.25}, {"CPU": 64.0, "GPU": 2.0}) == 8  # GPUs bind
+    assert slots({"cpus_per_trial": 4, "gpus_per_trial": 1}, {"CPU": 64.0}) == 1  # none yet: one, not zero
+    assert slots({"cpus_per_trial": 1, "max_concurrent_trials": 200}, {"CPU": 64.0}) == 200  # autoscaling
 
 
 def test_bad_sweep_input_fails_before_any_trial(tmp_path, capsys):

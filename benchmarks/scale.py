@@ -1,6 +1,6 @@
 """The paper's whole grid through the real orchestration, with training replaced by sleep.
 
-    python benchmarks/scale.py [--tables table1,table2,...] [--cpus 64] [--epochs 2]
+    python benchmarks/scale.py [--tables table1,table2,...] [--cpus N] [--epochs 2]
         [--compute-minutes 2.5] [--kill-at 0.5] [--n-trials N] [--seeds N] [--out DIR]
 
 The paper's Tables 1-6 as shipped (`ltkd sweep --list`: 4,922 trials with their searches of 10-20
@@ -14,10 +14,10 @@ run's epoch compute (its models' multiply-accumulates over its training and eval
 `orchestrator/dry_run.epoch_macs`) times one scale for the whole grid, chosen so that the grid's
 compute fills --compute-minutes of the node's slots, and writes what the engine writes (run.json,
 data.json, metrics.jsonl, a placeholder checkpoint). Counts are the paper's; epochs per run are
---epochs instead of 100-240, and the sleep is scaled down. On a 2-core machine the pace is set by
-the CPU that Ray and Tune spend per trial (~1.3 s, by an estimate mostly worker processes Ray starts and
-Tune stops unused: see `worker processes:` in the output): all six tables took 61 min, Table 1
-alone ~17-19 min; --tables runs a part.
+--epochs instead of 100-240, and the sleep is scaled down. --cpus defaults to 64, or to as many trial
+processes as this machine's memory holds (each imports torch, ~0.4 GB; 49 on a 24 GB machine). On a
+2-core machine the pace is set by the worker processes' starts (see `worker processes:` in the
+output): all six tables took 20 min at 49 CPUs; --tables runs a part.
 
 It prints, each as a number and a ratio:
   - trials and epochs simulated;

@@ -35,11 +35,20 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _INTERMEDIATE_VALUE = 7  # optuna's JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE (a per-epoch report)
 
 
-def _journal_file(path: Path):
+def _journal_file(path: Path, driver: bool = False):
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+    if driver:
+        # Only the driver holding the sweep's lock writes the journal: a journal lock found when it opens
+        # it is a killed driver's, which Optuna would wait out (30 s) before breaking it.
+        journal_lock_file(path).unlink(missing_ok=True)
     # The open-lock works on shared (NFS) folders, where symlink locks may not.
     return JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+
+
+def journal_lock_file(path: Path) -> Path:
+    """The file Optuna's JournalFileOpenLock creates while it appends to the journal at `path`."""
+    return Path(f"{path}.lock")
 
 
 class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
@@ -57,7 +66,7 @@ class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
     lose the last few of them; the Parquet results keep every epoch regardless.
     """
 
-    def __init__(self, remote: Location, intermediate_push_seconds: float = 30.0):
+    def __init__(self, remote: Location, intermediate_push_seconds: float = 30.0, driver: bool = False):
         self.remote = remote
         self.intermediate_push_seconds = intermediate_push_seconds
         self.local = remote.scratch("driver") / remote.name
@@ -68,7 +77,7 @@ class MirroredJournal(optuna.storages.journal.BaseJournalBackend):
             self.local.unlink(missing_ok=True)
         else:
             Location.parse(self.local).write_bytes(data)
-        self.backend = _journal_file(self.local)
+        self.backend = _journal_file(self.local, driver)
         self.pending = False  # appended locally, not yet pushed
         self.pushed_at = time.monotonic()
 
@@ -104,8 +113,9 @@ def open_storage(journal: Location) -> optuna.storages.BaseStorage:
 
 @contextlib.contextmanager
 def opened_storage(journal: Location):
-    """The sweep's Optuna storage for a `with` block: an object-store journal gets its last appends pushed at the end."""
-    backend = _journal_backend(journal)
+    """The sweep's Optuna storage for a `with` block, for the driver that holds the sweep's lock (the journal's
+    one writer); an object-store journal gets its last appends pushed at the end."""
+    backend = _journal_backend(journal, driver=True)
     try:
         yield optuna.storages.JournalStorage(backend)
     finally:
@@ -113,11 +123,11 @@ def opened_storage(journal: Location):
             backend.close()
 
 
-def _journal_backend(journal: Location):
+def _journal_backend(journal: Location, driver: bool = False):
     # Optuna logs a line per trial at INFO; the sweep prints its own progress. Set here, when a
     # sweep opens its studies, not on import: importing this module changes nothing.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return MirroredJournal(journal) if journal.remote else _journal_file(journal.local_path)
+    return MirroredJournal(journal, driver=driver) if journal.remote else _journal_file(journal.local_path, driver)
 
 
 def run_outcome(run_dir: Location, epochs: int) -> dict[str, Any] | None:

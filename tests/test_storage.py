@@ -134,6 +134,29 @@ def test_an_optuna_journal_on_an_object_store_survives_its_driver(s3_storage, tm
         [0.25, 0.75, 0.5]
 
 
+def test_a_driver_opening_the_journal_breaks_a_killed_drivers_lock_and_readers_leave_it(tmp_path):
+    """A driver SIGKILLed while appending leaves the journal's lock file; Optuna would wait 30 s before
+    breaking it. The driver that opens the journal next holds the sweep's lock, so the journal's lock is stale."""
+    import optuna
+    from optuna.storages.journal import JournalFileOpenLock
+
+    from orchestrator.studies import journal_lock_file, open_storage, opened_storage
+
+    journal = Location.parse(tmp_path / "optuna.journal")
+    with opened_storage(journal) as storage:
+        optuna.create_study(storage=storage, study_name="cell", direction="maximize")
+    lock = JournalFileOpenLock(str(journal.local_path))
+    assert lock.acquire() and journal_lock_file(journal.local_path).exists()  # the name Optuna uses
+    # The lock is never released: its holder was killed. A reader (`ltkd status`) leaves it alone.
+    open_storage(journal)
+    assert journal_lock_file(journal.local_path).exists()
+    with opened_storage(journal) as storage:
+        assert not journal_lock_file(journal.local_path).exists()
+        study = optuna.load_study(storage=storage, study_name="cell")
+        study.tell(study.ask(), 1.0)
+    assert [t.value for t in optuna.load_study(storage=open_storage(journal), study_name="cell").trials] == [1.0]
+
+
 def test_the_journal_pushes_state_changes_at_once_and_batches_per_epoch_values(s3_storage, tmp_path, monkeypatch):
     import optuna
     from optuna.storages.journal._storage import JournalOperation

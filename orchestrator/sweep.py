@@ -238,14 +238,35 @@ def trial_slots(config: SweepConfig, cluster: dict[str, float]) -> int:
     return max(1, int(min(slots) + 1e-9))
 
 
+def tune_config(config: SweepConfig, total: int, search_alg, slots: int, scheduler=None):
+    """Tune's settings for the sweep's one run: `total` trials from `search_alg` (SweepSearcher), at most
+    `slots` at once (`trial_slots`), `scheduler` (SearchTrialsASHA) or every trial to its end."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from orchestrator.tune_glue import SweepScheduler, trial_dirname
+
+    # A trial is handed to Tune only when a slot is free. Without the limit Tune keeps one trial pending
+    # and starts a worker process for it on any free slot, then stops that process when a running trial's
+    # worker comes free first (the trial takes that one): a process start and an import of Ray and torch
+    # for nothing, most trial ends (the whole grid of benchmarks/scale.py: 4,043 processes for 78 that
+    # ran trials). With it, a finished trial's worker takes the next trial; processes start to fill slots.
+    return tune.TuneConfig(num_samples=total, search_alg=ConcurrencyLimiter(search_alg, slots),
+                           scheduler=scheduler or SweepScheduler(),
+                           metric=config.objective_metric if scheduler else None,
+                           mode="max" if scheduler else None, trial_dirname_creator=trial_dirname,
+                           # A finished trial's worker takes the next trial, whatever its stage:
+                           # no new process, no second import of torch per trial (seconds each).
+                           reuse_actors=True)
+
+
 def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, scheduler=None) -> Any:
     """One Tune run for every stage of the sweep (orchestrator/tune_glue.SweepSearcher hands out the trials)."""
     import ray
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.search import ConcurrencyLimiter
 
-    from orchestrator.tune_glue import SweepScheduler, ltkd_trial, trial_dirname
+    from orchestrator.tune_glue import ltkd_trial
 
     # Tune's result.json and progress.csv per trial (tune.ExperimentAnalysis reads them), but not its
     # TensorBoard logger: every run folder has its own event files (trainables/tracking.py), and Tune's
@@ -256,21 +277,10 @@ def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, sched
     ray_folder = layout(config).ray
     # Ray keeps its experiment state and trial logs on the same storage, object stores included.
     filesystem, ray_path = ray_folder.filesystem() if ray_folder.remote else (None, ray_folder.path)
-    # A trial is handed to Tune only when a slot is free. Without the limit Tune keeps one trial pending
-    # and starts a worker process for it on any free slot, then stops that process when a running trial's
-    # worker comes free first (the trial takes that one): a process start and an import of Ray and torch
-    # for nothing, most trial ends (the whole grid of benchmarks/scale.py: 4,043 processes for 78 that
-    # ran trials). With it, a finished trial's worker takes the next trial; processes start to fill slots.
     slots = trial_slots(config, ray.cluster_resources())
     tuner = tune.Tuner(
         tune.with_resources(ltkd_trial, resources),
-        tune_config=tune.TuneConfig(num_samples=progress.total, search_alg=ConcurrencyLimiter(search_alg, slots),
-                                    scheduler=scheduler or SweepScheduler(),
-                                    metric=config.objective_metric if scheduler else None,
-                                    mode="max" if scheduler else None, trial_dirname_creator=trial_dirname,
-                                    # A finished trial's worker takes the next trial, whatever its stage:
-                                    # no new process, no second import of torch per trial (seconds each).
-                                    reuse_actors=True),
+        tune_config=tune_config(config, progress.total, search_alg, slots, scheduler),
         run_config=tune.RunConfig(
             # One experiment folder for every driver run of the sweep, resumes included (trial ids
             # differ across resumes, so their folders do too).

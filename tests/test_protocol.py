@@ -146,25 +146,26 @@ def test_tune_reads_the_selected_metric(tmp_path):
     assert "(val_acc 33.00, best so far 33.00)" in "".join(lines)
 
 
-def test_asha_stops_on_the_selected_metric(tmp_path, monkeypatch):
+def test_asha_stops_on_the_selected_metric(tmp_path):
     pytest.importorskip("ray")
-    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
 
-    import orchestrator.sweep as sweep
+    from orchestrator.plan import cell_final_runs
+    from orchestrator.sweep import tune_config
+    from orchestrator.tune_glue import SearchTrialsASHA, SweepScheduler, SweepSearcher
 
-    seen = {}
-
-    class FakeTuner:
-        def __init__(self, trainable, **kwargs):
-            seen.update(kwargs)
-
-        def fit(self):
-            return []
-
-    monkeypatch.setattr(tune, "Tuner", FakeTuner)
     config = make(tmp_path)
-    sweep._tune_run(config, sweep._progress(config, 1), False, None, scheduler=object())
-    assert seen["tune_config"].metric == "val_acc" and seen["tune_config"].mode == "max"
+    search = one_search(config)
+    searcher = SweepSearcher(config, [], set(), [search.cell], [search], teachers_of=lambda cell: set(),
+                             final_runs=lambda cell, chosen: cell_final_runs(config, cell, chosen))
+    asha = SearchTrialsASHA(time_attr="epoch", max_t=EPOCHS)
+    settings = tune_config(config, 1, searcher, 3, asha)
+    assert settings.metric == "val_acc" and settings.mode == "max" and settings.scheduler is asha
+    # Every trial handed over only when one of the 3 slots is free; a finished trial's worker takes the next.
+    assert isinstance(settings.search_alg, ConcurrencyLimiter) and settings.search_alg.searcher is searcher
+    assert settings.search_alg.max_concurrent == 3 and settings.reuse_actors
+    without = tune_config(config, 1, searcher, 3)  # no ASHA: every trial to its end, no metric to schedule on
+    assert isinstance(without.scheduler, SweepScheduler) and without.metric is None and without.mode is None
 
 
 # ------------------------------------------------------------------------------------ seeds and teachers

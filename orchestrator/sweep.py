@@ -278,6 +278,9 @@ def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, sched
     # Ray keeps its experiment state and trial logs on the same storage, object stores included.
     filesystem, ray_path = ray_folder.filesystem() if ray_folder.remote else (None, ray_folder.path)
     slots = trial_slots(config, ray.cluster_resources())
+    say(f"trials at once: at most {slots} ("
+        + ("resources.max_concurrent_trials)" if config.resources.max_concurrent_trials else
+           "the cluster's CPUs and GPUs over each trial's resources; resources.max_concurrent_trials sets it)"))
     tuner = tune.Tuner(
         tune.with_resources(ltkd_trial, resources),
         tune_config=tune_config(config, progress.total, search_alg, slots, scheduler),

@@ -225,6 +225,10 @@ def test_sweep_runs_all_stages_and_keeps_optuna_and_parquet_consistent(finished_
     root, result = finished_sweep
     sweep = root / "store" / "tiny"
     assert "teachers: 1 runs, 0 already finished (reused), 1 to run" in result.stdout
+    import ray._private.utils
+
+    # A private Ray instance has this machine's CPUs; one per trial.
+    assert f"trials at once: at most {ray._private.utils.get_num_cpus()} (the cluster's CPUs and GPUs" in result.stdout
     final = read_final_rows(sweep)
     # The final LTKD run is a fresh run (seed 0), never a search trial (search seed 1) reused.
     assert sorted(final["stage"].value_counts().items()) == [("final", 2), ("search", 3), ("teacher", 1)]

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -548,8 +549,8 @@ def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None
         return schema.append(pa.field("source", pa.string())).empty_table()
     table = pa.concat_tables(parts)
     # One `source` column for all parts at once (a column per part costs more than the read of a final row).
-    offsets = pa.array([i for i, part in enumerate(parts) for _ in range(part.num_rows)], pa.int32())
-    table = table.append_column("source", pa.array(sources, pa.string()).take(offsets))
+    offsets = np.repeat(np.arange(len(parts), dtype=np.int32), [part.num_rows for part in parts])
+    table = table.append_column("source", pa.array(sources, pa.string()).take(pa.array(offsets)))
     return _deduplicate(table, warn)
 
 

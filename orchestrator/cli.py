@@ -64,10 +64,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name:<13} {spec.label:<16} {spec.num_classes:>5} classes  {spec.image_size}px  "
                   f"validation {spec.validation_per_class}/class  root: {spec.layout}")
     if what in ("models", "all"):
-        from trainables.models import MODELS
+        from trainables.model_catalog import model_catalog
 
         print("models (style, student learning rate):")
-        for name, spec in MODELS.items():
+        for name, spec in model_catalog().items():
             print(f"  {name:<15} {spec.style:<9} {spec.student_lr:g}")
     return 0
 

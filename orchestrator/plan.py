@@ -135,7 +135,8 @@ def _common(config: SweepConfig, setting: Setting) -> dict[str, Any]:
     return dict(dataset=setting.dataset, root=setting.root, imbalance_factor=setting.imbalance_factor,
                 data_seed=config.data_seed, validation_per_class=setting.validation_per_class,
                 batch_size=config.batch_size, device=config.device, progress=False, teacher_cache=config.teacher_cache,
-                teacher_cache_dtype=config.teacher_cache_dtype, test_every=config.test_every)
+                teacher_cache_dtype=config.teacher_cache_dtype, test_every=config.test_every,
+                checkpoint_every_seconds=config.checkpoint_every_seconds)
 
 
 def teacher_run(config: SweepConfig, setting: Setting, seed: int) -> PlannedRun:

@@ -131,6 +131,9 @@ class SweepConfig:
     teacher_cache_dtype: str = "float32"  # how the cache stores logits: float32, or float16 (half the size)
     # Every run evaluates its test set every test_every epochs and at the last; validation every epoch.
     test_every: int = 1
+    # Every run checkpoints after an epoch once this many seconds have passed since its last checkpoint,
+    # and after its last epoch; 0 = every epoch (trainables/config.py RunConfig).
+    checkpoint_every_seconds: float = 0.0
     selection: str = "val"  # val: searches maximise the validation metric; test: the test metric (the paper's)
     search_seeds: list[int] | None = None  # None: [max(seeds) + 1], a seed no final run uses
     teacher_seeds: list[int] = field(default_factory=lambda: [0])  # one seed for all, or equal to seeds
@@ -405,10 +408,12 @@ def check_storage(value: Any, key: str = "storage") -> None:
 def validate(config: SweepConfig) -> None:
     """Every impossible value, named by its key. Touches no file and starts nothing."""
     from search_spaces import get_space
-    from trainables.config import check_device, check_test_every
+    from trainables.config import check_checkpoint_every_seconds, check_device, check_test_every
     from trainables.data.sources import DATASETS
     from trainables.methods import get_method
-    from trainables.models import MODELS
+    from trainables.model_catalog import model_catalog
+
+    models = model_catalog()  # names, styles: read without importing torch
 
     def need(ok: bool, message: str) -> None:
         if not ok:
@@ -433,6 +438,7 @@ def validate(config: SweepConfig) -> None:
          f"teacher_cache_dtype must be one of {', '.join(TEACHER_CACHE_DTYPES)}, "
          f"got {_shown(config.teacher_cache_dtype)}")
     need_user(check_test_every, config.test_every)
+    need_user(check_checkpoint_every_seconds, config.checkpoint_every_seconds)
     need(config.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
     _validate_protocol(config, need)
     need(isinstance(config.max_retries, int) and config.max_retries >= 0, f"max_retries must be >= 0, got {config.max_retries!r}")
@@ -467,14 +473,14 @@ def validate(config: SweepConfig) -> None:
     for i, pair in enumerate(config.pairs):
         for role in ("teacher", "student"):
             arch = getattr(pair, role)
-            need(isinstance(arch, str) and arch in MODELS,
-                 f"pairs[{i}].{role}: unknown architecture {_shown(arch)} (known: {', '.join(MODELS)})")
-        need(MODELS[pair.teacher].style == MODELS[pair.student].style,
-             f"pairs[{i}]: teacher {pair.teacher} is {MODELS[pair.teacher].style}-style but student {pair.student} is "
-             f"{MODELS[pair.student].style}-style; pair models of the same input style")
+            need(isinstance(arch, str) and arch in models,
+                 f"pairs[{i}].{role}: unknown architecture {_shown(arch)} (known: {', '.join(models)})")
+        need(models[pair.teacher].style == models[pair.student].style,
+             f"pairs[{i}]: teacher {pair.teacher} is {models[pair.teacher].style}-style but student {pair.student} is "
+             f"{models[pair.student].style}-style; pair models of the same input style")
         for entry in config.datasets:
-            need(MODELS[pair.student].style == DATASETS[entry.name].style,
-                 f"pairs[{i}]: {pair.student} is {MODELS[pair.student].style}-style but dataset {entry.name} is "
+            need(models[pair.student].style == DATASETS[entry.name].style,
+                 f"pairs[{i}]: {pair.student} is {models[pair.student].style}-style but dataset {entry.name} is "
                  f"{DATASETS[entry.name].style}-style")
     labels = set()
     for i, entry in enumerate(config.methods):
@@ -607,6 +613,7 @@ def _schema_extras() -> dict[tuple[type, str], dict[str, Any]]:
         (SweepConfig, "teacher_cache"): {"enum": list(TEACHER_CACHE_MODES)},
         (SweepConfig, "teacher_cache_dtype"): {"enum": list(TEACHER_CACHE_DTYPES)},
         (SweepConfig, "test_every"): {"minimum": 1},
+        (SweepConfig, "checkpoint_every_seconds"): {"minimum": 0},
         (SweepConfig, "selection"): {"enum": list(SELECTIONS)},
         (SweepConfig, "search_seeds"): {**seed_list, "maxItems": 1},
         (SweepConfig, "teacher_seeds"): seed_list,

@@ -60,6 +60,7 @@ def run_config_from_args(args: argparse.Namespace, role: str):
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, device=args.device, amp=args.amp,
         teacher_cache=getattr(args, "teacher_cache", "auto"),
         teacher_cache_dtype=getattr(args, "teacher_cache_dtype", "float32"), test_every=getattr(args, "test_every", 1),
+        checkpoint_every_seconds=getattr(args, "checkpoint_every_seconds", 0.0),
     )
 
 
@@ -81,7 +82,8 @@ def check_out_folder(out: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainables.config import check_device, check_imbalance_factor, check_test_every, check_validation_per_class
+    from trainables.config import (check_checkpoint_every_seconds, check_device, check_imbalance_factor,
+                                   check_test_every, check_validation_per_class)
     from trainables.data.sources import get_dataset
     from trainables.engine import fit
     from trainables.run_files import TrainLog
@@ -91,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_out_folder(args.out)
     check_device(args.device, "--device")
     check_test_every(args.test_every, "--test-every")
+    check_checkpoint_every_seconds(args.checkpoint_every_seconds, "--checkpoint-every-seconds")
     get_dataset(args.dataset)
     check_validation_per_class(args.dataset, args.validation_per_class, "--validation-per-class")
     check_imbalance_factor(args.dataset, args.imbalance_factor, "--imbalance-factor",
@@ -142,6 +145,9 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
     parser.add_argument("--test-every", type=int, default=1, metavar="K",
                         help="evaluate the test set every K epochs and at the last (default 1); the validation "
                         "split is evaluated every epoch")
+    parser.add_argument("--checkpoint-every-seconds", type=float, default=0.0, metavar="S",
+                        help="checkpoint after an epoch once S seconds have passed since the last checkpoint, and "
+                        "after the last epoch (default 0: every epoch); a crash loses at most S seconds of training")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, run.json, metrics.jsonl; "
                         "an unfinished run of the same config there is resumed")
 

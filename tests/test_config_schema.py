@@ -298,6 +298,7 @@ PAST_LIMITS = {
     "name": "my sweep", "storage": " ", "datasets": [], "pairs": [], "methods": [], "seeds": [0, 0],
     "teacher_epochs": 0, "student_epochs": 0, "batch_size": 0, "objective": "loss", "max_retries": -1,
     "device": "gpu", "teacher_cache": "always", "teacher_cache_dtype": "bfloat16", "test_every": 0,
+    "checkpoint_every_seconds": -1,
     "selection": "train", "search_seeds": [5, 6], "teacher_seeds": [],
     "datasets.0.name": "mnist", "datasets.0.imbalance_factors": [0.5], "datasets.0.validation_per_class": -1,
     "methods.1.method": "fancykd", "methods.1.search.n_trials": 0, "scheduler.grace_period": 0,

@@ -1,6 +1,8 @@
 """The training engine without Ray: teachers, students of every logit method, exact resume, bad input."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +99,35 @@ def test_resume_continues_exactly(teacher_dir, tmp_path):
     assert strip(again.history) == strip(straight.history)
 
 
+def test_a_checkpoint_interval_skips_epochs_and_a_crash_restarts_from_the_last_checkpoint(teacher_dir, tmp_path):
+    """checkpoint_every_seconds: no checkpoint after an epoch until that long has passed (an hour here:
+    none but the last), every epoch's metrics line regardless; a run stopped before its first checkpoint
+    starts again from epoch 0 and ends exactly as a run never stopped, with one metrics line per epoch."""
+    config = RunConfig(**QUICK, role="student", method="kd", epochs=3, teacher=str(teacher_dir),
+                       checkpoint_every_seconds=3600)
+    straight = fit(dataclasses.replace(config, checkpoint_every_seconds=0), tmp_path / "straight", log=None)
+    seen = []
+
+    def watch(metrics, checkpoint_path):
+        seen.append((metrics["epoch"], checkpoint_path, (tmp_path / "run" / "checkpoint.pt").exists(),
+                     len(read_metrics(tmp_path / "run"))))
+        if metrics["epoch"] == 2 and len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(config, tmp_path / "run", callback=watch, log=None)
+    assert seen == [(1, None, False, 1), (2, None, False, 2)]
+    resumed = fit(config, tmp_path / "run", callback=watch, log=None)
+    assert seen[2:] == [(1, None, False, 1), (2, None, False, 2), (3, tmp_path / "run" / "checkpoint.pt", True, 3)]
+    assert [m["resumed_from"] for m in resumed.history] == [0, 0, 0]  # nothing to resume: trained again
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "run")
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3]
+    strip = lambda h: [{k: v for k, v in m.items() if "seconds" not in k} for m in h]  # noqa: E731
+    assert strip(resumed.history) == strip(straight.history)
+
+
 def test_a_run_killed_after_its_last_checkpoint_gets_its_metrics_back(teacher_dir, tmp_path):
     """Killed between the final checkpoint and its metrics line: the next start rebuilds metrics.jsonl."""
     from orchestrator.studies import run_outcome
@@ -171,6 +202,8 @@ def test_missing_truncated_and_unfinished_teacher_checkpoints(teacher_dir, tmp_p
     ({"lr": -0.1}, "lr must be a positive number"),
     ({"test_every": 0}, "test_every must be an integer >= 1 \\(evaluate the test set every that many epochs"),
     ({"test_every": 2.0}, "test_every must be an integer >= 1"),
+    ({"checkpoint_every_seconds": -1}, "checkpoint_every_seconds must be a number of seconds >= 0"),
+    ({"checkpoint_every_seconds": float("nan")}, "checkpoint_every_seconds must be a number of seconds >= 0"),
     ({"teacher_cache_dtype": "bfloat16"}, "teacher_cache_dtype must be one of float32, float16, got 'bfloat16'"),
 ])
 def test_impossible_settings_are_rejected_before_any_work(settings, message, tmp_path):
@@ -229,6 +262,7 @@ def test_cli_trains_a_teacher_then_an_ltkd_student(tmp_path, capsys):
     (["student", "--method", "ltkd", "--teacher", "/no/such/run"], "not found"),
     (["student", "--method", "kd", "--teacher", "/x", "--groups", "3"], "unknown hyperparameter 'n_groups'"),
     (["teacher", "--test-every", "0"], "--test-every must be an integer >= 1"),
+    (["teacher", "--checkpoint-every-seconds", "-5"], "--checkpoint-every-seconds must be a number of seconds >= 0"),
 ])
 def test_cli_bad_input_is_one_line_and_nonzero(args, message, tmp_path, capsys):
     code = ltkd_main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "o")])

@@ -81,7 +81,29 @@ def test_the_probe_sees_torch_when_a_command_loads_it(tmp_path):
     ["report", "--help"],
     ["train", "student", "--help"],
     ["data", "describe", "--dataset", "digits", "--imbalance-factor", "10"],
+    ["list", "models"],
+    ["sweep", "--list"],
 ])
 def test_commands_that_only_read_never_load_torch_or_ray(args):
     outcome = loaded_by(*args)
     assert outcome["heavy"] == [], f"ltkd {' '.join(args)} loaded {outcome['heavy']}"
+
+
+def test_a_sweep_driver_validates_and_plans_without_torch():
+    """The driver checks architectures by model_catalog, not the registry: importing torch would be
+    ~1.9 s of every `ltkd sweep` and `ltkd resume` start, and ~0.3 GB of the driver's memory."""
+    probe = ("import json, sys\n"
+             "from orchestrator.sweep_cli import QUICKSTART, config_path\n"
+             "from orchestrator.sweep_config import load_config\n"
+             "from orchestrator.plan import cells, cell_final_runs, plan_summary, search_run\n"
+             "from search_spaces import get_space\n"
+             "for name in (None, 'paper:table1'):\n"
+             "    config = load_config(config_path(name))\n"
+             "    plan_summary(config)\n"
+             "    for cell in cells(config):\n"
+             "        cell_final_runs(config, cell, None)\n"
+             "print('LOADED ' + json.dumps(sorted(m for m in ('torch', 'torchvision') if m in sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    line = [line for line in result.stdout.splitlines() if line.startswith("LOADED ")]
+    assert line, result.stdout + result.stderr
+    assert json.loads(line[-1][len("LOADED "):]) == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,6 +90,30 @@ def test_registry_covers_reference_table() -> None:
     for name, spec in MODELS.items():
         assert isinstance(spec, ModelSpec) and spec.name == name
         assert spec.style in ("cifar", "imagenet")
+
+
+def test_the_catalog_read_without_torch_is_the_registry() -> None:
+    """model_catalog reads the @MODELS.register lines as written (the driver never imports torch): the
+    same names, in the same order, with the same styles and learning rates as the imported registry."""
+    from trainables.model_catalog import ModelInfo, _declared_models, model_catalog
+
+    declared = dict(_declared_models())
+    assert list(declared) == list(MODELS)
+    for name, spec in MODELS.items():
+        assert declared[name] == ModelInfo(name, spec.style, spec.student_lr), name
+    assert model_catalog() == declared  # the registry is loaded here: read from it, the same
+
+
+def test_the_catalog_refuses_a_registration_it_cannot_read_without_importing() -> None:
+    import ast
+
+    from trainables.model_catalog import _declared
+
+    call = ast.parse('MODELS.register("net", style=STYLE_OF_SOMEWHERE, student_lr=0.05)').body[0].value
+    with pytest.raises(ValueError, match="net.py, line 1: a @MODELS.register argument must be a literal"):
+        _declared(call, "net", Path("net.py"), {"CIFAR_LR": 0.05})
+    call = ast.parse('MODELS.register(style="cifar", student_lr=CIFAR_LR)').body[0].value
+    assert _declared(call, "net", Path("net.py"), {"CIFAR_LR": 0.05}).name == "net"  # the function's name
 
 
 def test_student_learning_rates() -> None:

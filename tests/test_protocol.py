@@ -233,13 +233,15 @@ def test_planned_runs_carry_the_protocol_keys(tmp_path):
     assert {t["objective_metric"] for t in finals.values()} == {"val_acc"}
 
 
-def test_test_every_and_the_cache_dtype_reach_every_planned_run_but_not_its_identity(tmp_path):
-    config = make(tmp_path, test_every=5, teacher_cache_dtype="float16")
+def test_test_every_the_cache_dtype_and_the_checkpoint_interval_reach_every_planned_run_but_not_its_identity(tmp_path):
+    config = make(tmp_path, test_every=5, teacher_cache_dtype="float16", checkpoint_every_seconds=30)
     chosen = {cell.key: {"temperature": 3.0} for cell in cells(config) if cell.entry.search is not None}
     planned = [*teacher_runs(config), search_run(config, cell_of(config, "ltkd"), {}, None, None),
                *final_runs(config, chosen)]
-    assert {(r.run.test_every, r.run.teacher_cache_dtype) for r in planned} == {(5, "float16")}
-    assert {(r.resolved.test_every, r.resolved.teacher_cache_dtype) for r in planned} == {(5, "float16")}
+    assert {(r.run.test_every, r.run.teacher_cache_dtype, r.run.checkpoint_every_seconds)
+            for r in planned} == {(5, "float16", 30)}
+    assert {(r.resolved.test_every, r.resolved.teacher_cache_dtype, r.resolved.checkpoint_every_seconds)
+            for r in planned} == {(5, "float16", 30)}
     # neither changes what a run computes: the same run folders as with the defaults
     default = make(tmp_path)
     assert [r.run_dir for r in teacher_runs(config)] == [r.run_dir for r in teacher_runs(default)]

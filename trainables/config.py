@@ -30,7 +30,7 @@ ROLES = ("teacher", "student")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Fields that do not change what a run computes: a resumed run may differ in them.
 NON_IDENTITY_FIELDS = ("root", "device", "num_workers", "amp", "channels_last", "progress", "teacher_cache",
-                       "teacher_cache_dtype", "test_every")
+                       "teacher_cache_dtype", "test_every", "checkpoint_every_seconds")
 TEACHER_CACHE_MODES = ("auto", "on", "off")
 TEACHER_CACHE_DTYPES = ("float32", "float16")  # trainables/teacher_cache.py DTYPES (kept torch-free here)
 DEVICES = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
@@ -48,6 +48,13 @@ def check_test_every(value: Any, key: str = "test_every") -> None:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         raise UserError(f"{key} must be an integer >= 1 (evaluate the test set every that many epochs and at the "
                         f"last; 1 = every epoch), got {value!r}")
+
+
+def check_checkpoint_every_seconds(value: Any, key: str = "checkpoint_every_seconds") -> None:
+    """`value` is a number of seconds >= 0 between checkpoints; else a UserError naming `key`."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+        raise UserError(f"{key} must be a number of seconds >= 0 (a checkpoint after an epoch once that long has "
+                        f"passed since the last, and after the last epoch; 0 = every epoch), got {value!r}")
 
 
 def check_validation_per_class(dataset: str, value: Any, key: str = "validation_per_class") -> None:
@@ -118,6 +125,11 @@ class RunConfig:
     # The test set is evaluated every test_every epochs and at the last; the validation split every
     # epoch (searches and ASHA read it). Evaluation consumes no RNG: this never changes the training.
     test_every: int = 1
+    # A checkpoint (and, on an object store, its upload) after an epoch once this many seconds have passed
+    # since the last one, and always after the last epoch; 0 = every epoch. A crash loses at most that much
+    # training (a resumed run starts at its last checkpoint); short epochs (digits, small models on a GPU)
+    # otherwise spend much of their time writing checkpoints.
+    checkpoint_every_seconds: float = 0.0
 
     # ------------------------------------------------------------------ loading and defaults
 
@@ -153,11 +165,12 @@ class RunConfig:
         """A validated copy with every recipe default filled in and the method's hyperparameters completed."""
         from trainables.data.sources import get_dataset
         from trainables.methods import get_method
-        from trainables.models import MODELS
+        from trainables.model_catalog import model_catalog
 
+        models = model_catalog()  # a style and a learning rate: no need to import torch here
         dataset = get_dataset(self.dataset)
-        if self.arch not in MODELS:
-            raise UserError(f"unknown architecture '{self.arch}' (known: {', '.join(MODELS)})")
+        if self.arch not in models:
+            raise UserError(f"unknown architecture '{self.arch}' (known: {', '.join(models)})")
         if self.role not in ROLES:
             raise UserError(f"role must be teacher or student, got '{self.role}'")
         method = get_method(self.method)
@@ -167,7 +180,7 @@ class RunConfig:
             raise UserError(f"method '{self.method}' distils from a teacher: pass its checkpoint (--teacher DIR)")
         recipe = recipe_for(dataset.name, dataset.style)
         teacher_arch = self.teacher_arch or (_teacher_arch_on_disk(self.teacher) if self.teacher else None)
-        spec = MODELS[self.arch]
+        spec = models[self.arch]
         out = dataclasses.replace(self)
         out.epochs = recipe["epochs"] if self.epochs is None else self.epochs
         out.batch_size = recipe["batch_size"] if self.batch_size is None else self.batch_size
@@ -209,6 +222,7 @@ class RunConfig:
         need(self.teacher_cache_dtype in TEACHER_CACHE_DTYPES,
              f"teacher_cache_dtype must be one of {', '.join(TEACHER_CACHE_DTYPES)}, got {self.teacher_cache_dtype!r}")
         check_test_every(self.test_every)
+        check_checkpoint_every_seconds(self.checkpoint_every_seconds)
         need(isinstance(self.seed, int) and isinstance(self.data_seed, int), "seed and data_seed must be integers")
 
 

@@ -773,10 +773,14 @@ def epoch_metrics(run: Run, trained: EpochTraining, per_class: np.ndarray | None
     }
 
 
-def save_epoch(run: Run, metrics: dict[str, Any]) -> None:
-    """Record a finished epoch: in the history, in an atomic checkpoint, then as a metrics.jsonl line."""
+def save_epoch(run: Run, metrics: dict[str, Any], checkpoint: bool = True) -> None:
+    """Record a finished epoch: in the history, in an atomic checkpoint (when `checkpoint`), then as a
+    metrics.jsonl line (a resumed run rewrites that file from its checkpoint's history)."""
     config, data, normalization, distiller = run.config, run.data, run.normalization, run.distiller
     run.history.append(metrics)
+    if not checkpoint:
+        _append_metrics(run.run_dir, metrics)
+        return
     payload = {
         "format": "ltkd-sweep", "format_version": FORMAT_VERSION,
         "config": config.to_dict(), "config_identity": config.identity(),
@@ -832,8 +836,10 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         threads: int | None = None) -> RunResult:
     """Train one run into `run_dir`, resuming from its checkpoint when it holds the same run.
 
-    `callback(metrics, checkpoint_path)` is called after every epoch, once the epoch's
-    checkpoint is on disk. An exception in the callback stops the run; the last checkpoint stays.
+    `callback(metrics, checkpoint_path)` is called after every epoch, once the epoch's checkpoint is
+    on disk; checkpoint_path is None after an epoch that wrote none (`config.checkpoint_every_seconds`:
+    a checkpoint once that long has passed since the last, and after the last epoch). An exception in
+    the callback stops the run; the last checkpoint stays.
 
     teacher_cache: None = the config's `teacher_cache`. Where a logit-method student on in-memory CIFAR-style data gets its teacher's
         logits. "auto": from the teacher-logit cache when one exists for this teacher, or when
@@ -863,6 +869,7 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         return RunResult(run.run_dir, run.history[-1] if run.history else {}, run.history)
     config = run.config
     show_progress = config.progress and sys.stderr.isatty()
+    last_checkpoint = time.monotonic()
     for epoch in range(run.start_epoch, config.epochs):
         trained = train_one_epoch(run, epoch, show_progress)
         val_metrics = validation_metrics(run.model, run.val_batches, run.num_classes, run.eval_groups, run.amp_dtype)
@@ -871,8 +878,12 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
             per_class, group_prob = evaluate(run.model, run.test_batches, run.num_classes, run.eval_groups,
                                              run.amp_dtype)
         metrics = epoch_metrics(run, trained, per_class, group_prob, val_metrics)
-        save_epoch(run, metrics)
+        checkpoint = (epoch + 1 == config.epochs
+                      or time.monotonic() - last_checkpoint >= config.checkpoint_every_seconds)
+        save_epoch(run, metrics, checkpoint)
+        if checkpoint:
+            last_checkpoint = time.monotonic()
         log(_format_epoch(metrics))
         if callback is not None:
-            callback(metrics, run.run_dir / CHECKPOINT_NAME)
+            callback(metrics, run.run_dir / CHECKPOINT_NAME if checkpoint else None)
     return RunResult(run.run_dir, run.history[-1], run.history)

@@ -77,6 +77,11 @@ class Registry(Generic[T]):
 
     # ----------------------------------------------------------------------- lookup
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the package's modules have been imported (always, for a registry without a package)."""
+        return self._loaded
+
     def _load(self) -> None:
         if self._loaded:
             return

@@ -1,6 +1,6 @@
 """What a run folder holds, in one place: the checkpoint, the resolved config and the metrics log.
 
-    <run folder>/checkpoint.pt   every epoch, atomically (trainables/checkpoint.py)
+    <run folder>/checkpoint.pt   every epoch (or every checkpoint_every_seconds), atomically (trainables/checkpoint.py)
     <run folder>/run.json        the resolved RunConfig
     <run folder>/data.json       the data the run trains on: class counts, split sizes
     <run folder>/metrics.jsonl   one JSON line per finished epoch

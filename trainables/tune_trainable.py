@@ -1,9 +1,10 @@
 """The Ray Tune trainable: adapts the engine's `fit` to Tune. The engine knows nothing about Ray.
 
 A trial receives a TrialSpec (trainables/trial.py): its resolved RunConfig and its run folder on
-the sweep's storage. The engine checkpoints into that folder every epoch, so a retried or resumed trial
-continues from its last epoch; a finished run is never trained again. On an object store the
-run trains in a scratch copy that is pushed back after every epoch (trainables/storage.py), and
+the sweep's storage. The engine checkpoints into that folder every epoch (or every
+checkpoint_every_seconds), so a retried or resumed trial continues from its last checkpoint; a finished
+run is never trained again. On an object store the run trains in a scratch copy that is pushed back
+after every epoch (trainables/storage.py), and
 a student reads a fetched copy of its teacher (with the teacher's logit cache, which it shares
 back when it built one). Only `ray.tune.report` is used here (SPEC section 7: any `ray.train.*`
 call fails the trial under Train V2).
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.metrics import REPORTED
-from trainables.run_files import RUN_FILES, TRAIN_LOG_NAME, TrainLog
+from trainables.run_files import CHECKPOINT_NAME, RUN_FILES, TRAIN_LOG_NAME, TrainLog
 from trainables.storage import LocalCopy, Location, local_folder
 from trainables.tracking import TensorBoardLog
 from trainables.trial import TrialSpec
@@ -99,8 +100,10 @@ def run_trial(trial: TrialSpec, record: Recorder, fit: Fit | None = None) -> Non
             if not reported:  # a cache this trial built is shared as soon as it is used, not hours later
                 _share_teacher_caches(trial, teacher_files)
             tensorboard.epoch(metrics)
-            # The checkpoint first: a resumed run rebuilds its metrics from the checkpoint's history.
-            run.sync([*RUN_FILES, *tensorboard.files()])
+            # The checkpoint first: a resumed run rebuilds its metrics from the checkpoint's history. An
+            # epoch that wrote none (checkpoint_every_seconds) pushes the rest: the stored one is current.
+            run.sync([name for name in RUN_FILES if checkpoint_path is not None or name != CHECKPOINT_NAME]
+                     + tensorboard.files())
             reported.append(metrics["epoch"])
             if metrics["epoch"] >= metrics["epochs"]:
                 # Before the last report: a scheduler may stop the trial on it (ASHA stops every trial at

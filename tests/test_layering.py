@@ -107,3 +107,19 @@ def test_a_sweep_driver_validates_and_plans_without_torch():
     line = [line for line in result.stdout.splitlines() if line.startswith("LOADED ")]
     assert line, result.stdout + result.stderr
     assert json.loads(line[-1][len("LOADED "):]) == []
+
+
+def test_a_cifar_run_never_imports_torchvision():
+    """Importing torchvision loads torch._dynamo (~1.5 s): the engine, the whole model registry and a CIFAR
+    model must not (`ltkd plan` builds models to count MACs); building an ImageNet ResNet does."""
+    probe = ("import json, sys\n"
+             "import trainables.engine, trainables.tune_trainable\n"
+             "from trainables.models import MODELS, create_model\n"
+             "MODELS.names(); create_model('resnet8x4', 100)\n"
+             "before = sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules)\n"
+             "create_model('resnet18', 10)\n"
+             "print('LOADED ' + json.dumps([before, 'torchvision' in sys.modules]))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    line = [line for line in result.stdout.splitlines() if line.startswith("LOADED ")]
+    assert line, result.stdout + result.stderr
+    assert json.loads(line[-1][len("LOADED "):]) == [[], True]

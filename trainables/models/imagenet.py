@@ -1,21 +1,28 @@
 """ImageNet-style models: torchvision's ResNet18/34/50 (randomly initialised, never downloaded)
 and MobileNetV1 (Howard et al. 2017, the version used by the KD codebases' ImageNet runs).
 
+torchvision is imported when a ResNet is built, not with this module (the model registry imports
+every model file): importing it loads torch._dynamo, ~1.5 s, which a process that only builds CIFAR
+models (`ltkd plan` counting MACs) need not pay. A training process loads torch._dynamo anyway, when
+torch.optim makes its optimizer.
+
 stages are post-ReLU: for the ResNets [stem (before the max-pool), layer1..layer4], for
 MobileNetV1 [stem, 56x56, 28x28, 14x14, 7x7 stages at 224 input]; the last one is pooled
 (adaptive average pooling, so small test inputs work too).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from ._init import init_weights
 from ._registry import IMAGENET_LR, MODELS
 from .base import Classifier, Stage
+
+if TYPE_CHECKING:
+    import torchvision
 
 
 class TorchvisionResNet(Classifier):
@@ -79,17 +86,23 @@ class MobileNetV1(Classifier):
 
 @MODELS.register("resnet18", style="imagenet", student_lr=IMAGENET_LR)
 def resnet18(num_classes: int) -> TorchvisionResNet:
-    return TorchvisionResNet(torchvision.models.resnet18, num_classes)
+    from torchvision.models import resnet18 as constructor
+
+    return TorchvisionResNet(constructor, num_classes)
 
 
 @MODELS.register("resnet34", style="imagenet", student_lr=IMAGENET_LR)
 def resnet34(num_classes: int) -> TorchvisionResNet:
-    return TorchvisionResNet(torchvision.models.resnet34, num_classes)
+    from torchvision.models import resnet34 as constructor
+
+    return TorchvisionResNet(constructor, num_classes)
 
 
 @MODELS.register("resnet50", style="imagenet", student_lr=IMAGENET_LR)
 def resnet50(num_classes: int) -> TorchvisionResNet:
-    return TorchvisionResNet(torchvision.models.resnet50, num_classes)
+    from torchvision.models import resnet50 as constructor
+
+    return TorchvisionResNet(constructor, num_classes)
 
 
 @MODELS.register("mobilenetv1", style="imagenet", student_lr=IMAGENET_LR)

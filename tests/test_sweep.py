@@ -543,6 +543,31 @@ def test_sweep_on_a_two_node_cluster_with_shared_storage(tmp_path):
 # ------------------------------------------------------------------------------------ object-store storage
 
 
+def test_runs_with_a_checkpoint_interval_push_their_last_checkpoint_to_an_object_store(s3_storage, tmp_path,
+                                                                                      monkeypatch):
+    """checkpoint_every_seconds far above the runs' length: no epoch but the last writes a checkpoint, the
+    epochs in between push their metrics without one, and the last one's lands on the store, so that the
+    finished sweep is reused whole (nothing trained again) and reported."""
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(s3_storage, student_epochs=3, methods=[{"method": "ce"}], checkpoint_every_seconds=3600)
+    path = write_config(tmp_path / "interval.json", config)
+    result = run_ltkd("sweep", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sweep = Location.parse(s3_storage) / "tiny"
+    names = {name.rsplit("/", 1)[0] for name in (sweep / "runs").files() if name.endswith("metrics.jsonl")}
+    assert names and all(name + "/checkpoint.pt" in (sweep / "runs").files() for name in names)
+    for name in names:
+        assert [m["epoch"] for m in history(sweep / "runs" / name)] == [1, 2, 3]
+    checkpoints = {name: (sweep / "runs" / name / "checkpoint.pt").read_bytes() for name in names}
+    again = run_ltkd("resume", sweep.uri, env={**os.environ, "LTKD_SCRATCH": str(tmp_path / "node2")})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "teachers: 1 runs, 1 already finished (reused), 0 to run" in again.stdout
+    assert "0/0 done" in again.stdout and "| Student |" in again.stdout
+    for name, data in checkpoints.items():  # nothing trained again
+        assert (sweep / "runs" / name / "checkpoint.pt").read_bytes() == data
+
+
 def test_sweep_on_an_object_store_resumes_elsewhere_after_sigkill_and_shares_teachers(s3_storage, tmp_path, monkeypatch):
     """The whole sweep on S3 (served locally): runs train in scratch copies pushed every epoch."""
     monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "scratch"))  # the driver's, its workers' and this test's

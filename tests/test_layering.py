@@ -57,18 +57,23 @@ PROBE = ("import json, sys\nfrom orchestrator.cli import main\ntry:\n    rc = ma
          "if m in sys.modules)}))\n")
 
 
-def loaded_by(*args: str, cwd: Path | None = None) -> dict:
-    """{'rc': exit code, 'heavy': which of torch, torchvision, ray the command `ltkd ARGS` imported}."""
-    result = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True,
+def probe(code: str, *args: str, cwd: Path | None = None):
+    """Run `code` (which prints 'LOADED ' + JSON) with `args` in a fresh interpreter; that JSON, decoded."""
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
                             timeout=600, cwd=cwd or ROOT)
     line = [line for line in result.stdout.splitlines() if line.startswith("LOADED ")]
     assert line, result.stdout + result.stderr
     return json.loads(line[-1][len("LOADED "):])
 
 
+def loaded_by(*args: str, cwd: Path | None = None) -> dict:
+    """{'rc': exit code, 'heavy': which of torch, torchvision, ray the command `ltkd ARGS` imported}."""
+    return probe(PROBE, *args, cwd=cwd)
+
+
 def test_the_probe_sees_torch_when_a_command_loads_it(tmp_path):
-    """A command that builds a run checks its architecture in the model registry, which loads torch:
-    the probe must say so (else the torch-free checks below would prove nothing)."""
+    """`ltkd train` imports the engine (torch) before it checks its flags: the probe must say so (else the
+    torch-free checks below would prove nothing)."""
     outcome = loaded_by("train", "teacher", "--dataset", "digits", "--imbalance-factor", "10", "--epochs", "0",
                         "--out", tmp_path / "run")
     assert outcome["rc"] == 2 and "torch" in outcome["heavy"]
@@ -92,34 +97,27 @@ def test_commands_that_only_read_never_load_torch_or_ray(args):
 def test_a_sweep_driver_validates_and_plans_without_torch():
     """The driver checks architectures by model_catalog, not the registry: importing torch would be
     ~1.9 s of every `ltkd sweep` and `ltkd resume` start, and ~0.3 GB of the driver's memory."""
-    probe = ("import json, sys\n"
-             "from orchestrator.sweep_cli import QUICKSTART, config_path\n"
-             "from orchestrator.sweep_config import load_config\n"
-             "from orchestrator.plan import cells, cell_final_runs, plan_summary, search_run\n"
-             "from search_spaces import get_space\n"
-             "for name in (None, 'paper:table1'):\n"
-             "    config = load_config(config_path(name))\n"
-             "    plan_summary(config)\n"
-             "    for cell in cells(config):\n"
-             "        cell_final_runs(config, cell, None)\n"
-             "print('LOADED ' + json.dumps(sorted(m for m in ('torch', 'torchvision') if m in sys.modules)))\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    line = [line for line in result.stdout.splitlines() if line.startswith("LOADED ")]
-    assert line, result.stdout + result.stderr
-    assert json.loads(line[-1][len("LOADED "):]) == []
+    code = ("import json, sys\n"
+            "from orchestrator.sweep_cli import config_path\n"
+            "from orchestrator.sweep_config import load_config\n"
+            "from orchestrator.plan import cells, cell_final_runs, plan_summary\n"
+            "for name in (None, 'paper:table1'):\n"
+            "    config = load_config(config_path(name))\n"
+            "    plan_summary(config)\n"
+            "    for cell in cells(config):\n"
+            "        cell_final_runs(config, cell, None)\n"
+            "print('LOADED ' + json.dumps(sorted(m for m in ('torch', 'torchvision') if m in sys.modules)))\n")
+    assert probe(code) == []
 
 
 def test_a_cifar_run_never_imports_torchvision():
     """Importing torchvision loads torch._dynamo (~1.5 s): the engine, the whole model registry and a CIFAR
     model must not (`ltkd plan` builds models to count MACs); building an ImageNet ResNet does."""
-    probe = ("import json, sys\n"
-             "import trainables.engine, trainables.tune_trainable\n"
-             "from trainables.models import MODELS, create_model\n"
-             "MODELS.names(); create_model('resnet8x4', 100)\n"
-             "before = sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules)\n"
-             "create_model('resnet18', 10)\n"
-             "print('LOADED ' + json.dumps([before, 'torchvision' in sys.modules]))\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    line = [line for line in result.stdout.splitlines() if line.startswith("LOADED ")]
-    assert line, result.stdout + result.stderr
-    assert json.loads(line[-1][len("LOADED "):]) == [[], True]
+    code = ("import json, sys\n"
+            "import trainables.engine, trainables.tune_trainable\n"
+            "from trainables.models import MODELS, create_model\n"
+            "MODELS.names(); create_model('resnet8x4', 100)\n"
+            "before = sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules)\n"
+            "create_model('resnet18', 10)\n"
+            "print('LOADED ' + json.dumps([before, 'torchvision' in sys.modules]))\n")
+    assert probe(code) == [[], True]

@@ -2,8 +2,8 @@
 
 Small-image datasets (digits, CIFAR, TinyImageNet) are held as one uint8 tensor on the training
 device; the CIFAR augmentation (random crop with zero padding, horizontal flip) is done for the
-whole batch with one gather, with no per-sample Python work. ImageNet-scale data goes through a
-torchvision DataLoader with workers.
+whole batch with one gather, with no per-sample Python work. ImageNet-scale data goes through one
+persistent torchvision DataLoader per split (`FileBatches`), its augmentation seeded per sample.
 
 Views. The CIFAR augmentation can only produce (2p + 1)^2 * 2 distinct views of an image (162 for
 padding 4): a row offset and a column offset in [0, 2p] and a flip. `encode_views` numbers them
@@ -193,48 +193,150 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+MASK64 = (1 << 64) - 1
+
+
+def sample_seed(epoch_seed: int, index: int) -> int:
+    """The torch seed of one sample's augmentation: a 64-bit mix (splitmix64) of the epoch seed and
+    the sample's dataset index, so it depends on neither the worker nor the position in the epoch."""
+    z = (epoch_seed + (index + 1) * 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
 class _FileDataset(torch.utils.data.Dataset):
-    def __init__(self, images: ImageSet, transform):
-        self.paths, self.labels, self.transform = images.paths, images.labels, transform
+    """Decodes one image file per key (index, epoch seed).
+
+    With an epoch seed (training passes of a training set) the random `augment` transform runs
+    under torch's global RNG seeded with `sample_seed(epoch seed, index)` (torchvision's
+    RandomResizedCrop and RandomHorizontalFlip draw from it), inside `fork_rng` so the caller's RNG
+    state is left as it was (that matters with num_workers=0, where this runs in the main process).
+    Without one (None: evaluation) the deterministic `plain` transform runs and draws nothing.
+    """
+
+    def __init__(self, images: ImageSet, augment, plain):
+        self.paths, self.labels = images.paths, images.labels
+        self.augment, self.plain = augment, plain
 
     def __len__(self):
         return len(self.paths)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        index, epoch_seed = key if isinstance(key, tuple) else (key, None)
         from PIL import Image
 
-        with Image.open(self.paths[i]) as img:
-            return self.transform(img.convert("RGB")), int(self.labels[i]), i
+        with Image.open(self.paths[index]) as img:
+            img = img.convert("RGB")
+        if epoch_seed is None or self.augment is None:
+            x = self.plain(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(epoch_seed, index))
+                x = self.augment(img)
+        return x, int(self.labels[index]), index
+
+
+class _PassSampler(torch.utils.data.Sampler):
+    """The keys (index, epoch seed) of the next pass, set by FileBatches before it iterates.
+
+    The DataLoader calls iter() on it in the main process at the start of every pass (also with
+    persistent workers), so one DataLoader serves shuffled training epochs and ordered evaluation.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.order: list[int] | None = None  # None: dataset order
+        self.epoch_seed: int | None = None  # None: no augmentation
+
+    def set_pass(self, order: list[int] | None, epoch_seed: int | None) -> None:
+        self.order, self.epoch_seed = order, epoch_seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = range(self.n) if self.order is None else self.order
+        seed = self.epoch_seed
+        return iter([(i, seed) for i in order])
 
 
 class FileBatches:
-    """ImageNet-style batches decoded from files by DataLoader workers (RandomResizedCrop + flip)."""
+    """ImageNet-style batches decoded from files by DataLoader workers (RandomResizedCrop + flip).
+
+    One DataLoader per FileBatches, made on first use and kept for every pass; with num_workers > 0
+    its workers are persistent (they live until `close()`), so epochs and evaluation passes do not
+    start processes. The batches do not depend on num_workers: every training epoch draws exactly
+    a permutation of the dataset (`torch.randperm(n, generator=g)`) and then one 63-bit epoch seed
+    (`torch.randint(2**63 - 1, (), generator=g)`) from the run's generator, nothing else, and each
+    sample is augmented under a torch RNG seeded from (epoch seed, sample index); a run restored
+    from the generator's state sees the same next epoch as an unbroken one. The DataLoader's own
+    generator (its workers' base seeds, which nothing here uses) is private, so no pass touches the
+    run's generator beyond those draws nor torch's global RNG; `ordered()` draws nothing at all.
+
+    One pass at a time: starting a pass while another over the same FileBatches is unfinished makes
+    the older one raise RuntimeError on its next batch (an abandoned pass is simply dropped).
+    """
+
+    # Batches each worker prepares ahead (the DataLoader's default). An ImageNet batch of 512 is
+    # ~300 MB of float32 in shared memory, so 2 x num_workers batches in flight is already plenty.
+    PREFETCH_FACTOR = 2
 
     def __init__(self, images: ImageSet, batch_size: int, device: torch.device, train: bool, image_size: int = 224,
                  num_workers: int = 4, channels_last: bool = False, hflip: bool = True):
         from torchvision import transforms
 
         normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        plain = transforms.Compose([transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size),
+                                    transforms.ToTensor(), normalize])
+        augment = None
         if train:
             flip = [transforms.RandomHorizontalFlip()] if hflip else []
-            transform = transforms.Compose([transforms.RandomResizedCrop(image_size), *flip,
-                                            transforms.ToTensor(), normalize])
-        else:
-            transform = transforms.Compose([transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size),
-                                            transforms.ToTensor(), normalize])
-        self.dataset = _FileDataset(images, transform)
+            augment = transforms.Compose([transforms.RandomResizedCrop(image_size), *flip,
+                                          transforms.ToTensor(), normalize])
+        self.dataset = _FileDataset(images, augment, plain)
         self.batch_size, self.device, self.train = batch_size, device, train
-        self.num_workers, self.channels_last = num_workers, channels_last
+        self.num_workers, self.channels_last = max(0, int(num_workers)), channels_last
         self.labels = torch.from_numpy(images.labels)
+        self._sampler = _PassSampler(len(self.dataset))
+        self._loader: torch.utils.data.DataLoader | None = None
+        self._pass = 0  # number of the latest pass started (see `_run`)
 
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
 
-    def _loader(self, generator: torch.Generator | None):
-        return torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=self.train, generator=generator,
-            num_workers=self.num_workers, pin_memory=self.device.type == "cuda", persistent_workers=False,
-        )
+    def _pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    def _get_loader(self) -> torch.utils.data.DataLoader:
+        if self._loader is None:
+            workers = self.num_workers > 0
+            self._loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=self.batch_size, sampler=self._sampler, num_workers=self.num_workers,
+                # Private: DataLoader draws its workers' base seed from it (from the global RNG without one).
+                generator=torch.Generator().manual_seed(0),
+                pin_memory=self._pin_memory(), persistent_workers=workers,
+                prefetch_factor=self.PREFETCH_FACTOR if workers else None,
+            )
+        return self._loader
+
+    def close(self) -> None:
+        """Shut the workers down (the next pass starts new ones)."""
+        loader, self._loader = self._loader, None
+        self._pass += 1  # a pass still open over the old loader ends with RuntimeError
+        if loader is None:
+            return
+        iterator = getattr(loader, "_iterator", None)
+        loader._iterator = None
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+    def __enter__(self) -> "FileBatches":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _move(self, x, y):
         x = x.to(self.device, non_blocking=True)
@@ -242,14 +344,37 @@ class FileBatches:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, non_blocking=True)
 
+    def _run(self, order: list[int] | None, epoch_seed: int | None):
+        loader = self._get_loader()
+        self._pass += 1
+        token = self._pass
+        self._sampler.set_pass(order, epoch_seed)
+        batches = iter(loader)  # reads the sampler now (with workers: the first prefetched batches too)
+        while True:
+            if self._pass != token:
+                raise RuntimeError("another pass over this FileBatches started before this one finished")
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield batch
+
     def epoch(self, generator: torch.Generator):
-        for x, y, index in self._loader(generator):
+        """Yields (inputs, labels, image indices) for one shuffled, augmented pass.
+
+        The run's generator is consumed here, at the call, not when iterating: a permutation of the
+        dataset, then one epoch seed.
+        """
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        epoch_seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
+        return self._epoch(order, epoch_seed)
+
+    def _epoch(self, order: list[int], epoch_seed: int):
+        for x, y, index in self._run(order, epoch_seed):
             yield (*self._move(x, y), index)
 
     def ordered(self):
-        # A DataLoader without a generator of its own draws its workers' base seed from the global
-        # RNG: evaluation would then shift the training's random stream (and skipping it would too).
-        for x, y, _ in self._loader(torch.Generator().manual_seed(0)):
+        """(inputs, labels) in dataset order with the deterministic evaluation transform (Resize +
+        CenterCrop, also for a training set); consumes no random number."""
+        for x, y, _ in self._run(None, None):
             yield self._move(x, y)
-
-

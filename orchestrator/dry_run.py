@@ -2,9 +2,17 @@
 
 Run counts come from the same planning the driver uses (orchestrator/plan.py); what is already done
 is read from the storage (finished teacher run folders, the sweep's Parquet results). The cost is in
-device-hours of training epochs: from the `epoch_seconds` of earlier runs on the same storage with
-the same dataset, imbalance factor, architecture and method when there are any, else from the
-models' multiply-accumulates (MACs) at a rate measured on this machine's device.
+hours of training epochs: from the `epoch_seconds` of earlier runs on the same storage with the same
+dataset, imbalance factor, architecture and method (and on the same kind of device, GPU or CPU) when
+there are any, else from the models' multiply-accumulates (MACs) at a rate:
+
+- a GPU kind (`--device-kind h100`, ...; h100 by default when the config's trials hold GPUs): the
+  kind's rate from orchestrator/device_rates.py (no torch, nothing timed), in GPU-hours. The rate is
+  one whole GPU's throughput, so GPU-hours = MACs / rate whatever share of a GPU a trial holds (four
+  trials at gpus_per_trial = 0.25 share one GPU: each takes about four times as long as alone); a
+  trial holding n >= 1 GPUs trains on one of them and is charged n x MACs / rate.
+- `cpu` (the default when they hold none): a few training steps timed on this machine's CPU, in
+  device-hours.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 
+from orchestrator.device_rates import CPU_KIND, RATES, check_kind, default_kind
 from orchestrator.plan import PlannedRun, cells, layout, student_run, teacher_run, teacher_runs
 from orchestrator.studies import run_outcome
 from orchestrator.sweep_config import SweepConfig
@@ -99,8 +108,9 @@ def cache_builds(config: SweepConfig) -> list[str]:
 # ------------------------------------------------------------------------------------ cost
 
 
-def earlier_epoch_seconds(config: SweepConfig) -> dict[tuple, float]:
-    """Median seconds per epoch of finished runs on this storage, by (dataset, factor, arch, method, role)."""
+def earlier_epoch_seconds(config: SweepConfig, on_gpu: bool | None = None) -> dict[tuple, float]:
+    """Median seconds per epoch of finished runs on this storage, by (dataset, factor, arch, method, role);
+    on_gpu True: only epochs trained on an accelerator, False: only CPU ones (rows naming no device: kept)."""
     from results.store import RESULTS_DIR, read_results
 
     root = layout(config).storage
@@ -111,6 +121,9 @@ def earlier_epoch_seconds(config: SweepConfig) -> dict[tuple, float]:
     if not len(frame):
         return {}
     rows = frame[(frame["row_kind"] == "epoch") & frame["epoch_seconds"].notna()]
+    if on_gpu is not None and "device" in rows:
+        device = rows["device"]
+        rows = rows[device.isna() | ((device != "cpu") if on_gpu else (device == "cpu"))]
     out = {}
     for key, group in rows.groupby(["dataset", "imbalance_factor", "arch", "method", "role"]):
         out[(key[0], float(key[1]), key[2], key[3], key[4])] = float(group["epoch_seconds"].median())
@@ -145,15 +158,15 @@ def model_macs(arch: str, dataset: str, num_classes: int) -> int:
     return total
 
 
-def measured_rate(device_name: str = "auto") -> tuple[float, str]:
+def measured_rate(device_name: str = "cpu") -> tuple[float, str]:
     """Training MACs per second of this machine's device (a few resnet8 steps at batch 64, 32x32);
-    a training step counts 3 forward passes of MACs (forward, and the backward's two)."""
+    a training step counts 3 forward passes of MACs (forward, and the backward's two). `ltkd plan`
+    times the CPU only (`--device-kind cpu`); GPU kinds are priced from orchestrator/device_rates.py."""
     import torch
 
-    from trainables.engine import select_device
     from trainables.models import create_model
 
-    device = select_device(device_name)
+    device = torch.device(device_name)
     with torch.random.fork_rng(devices=[]):
         model = create_model("resnet8", 100).to(device).to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -199,8 +212,10 @@ def epoch_macs(config: SweepConfig, key: tuple) -> float:
     return float(images * per_image + evaluated * student)
 
 
-def plan_report(config: SweepConfig, estimate: bool = True) -> str:
-    """The lines `ltkd plan` prints."""
+def plan_report(config: SweepConfig, estimate: bool = True, device_kind: str | None = None) -> str:
+    """The lines `ltkd plan` prints. `device_kind`: what the estimate prices MACs at (a kind of
+    orchestrator/device_rates.py, or "cpu"); None: h100 when the config's trials hold GPUs, else cpu."""
+    chosen = check_kind(device_kind)  # an unknown kind fails before anything is read
     folder = layout(config)
     lines = [f"plan of sweep {config.name} at {folder.folder} (nothing is written; `ltkd sweep` runs it)"]
     planned = stages(config)
@@ -214,26 +229,34 @@ def plan_report(config: SweepConfig, estimate: bool = True) -> str:
                      "each a forward pass of its teacher over every augmented view of every training image)")
     if not estimate:
         return "\n".join(lines)
+    if not sum(stage.to_run for stage in planned):
+        lines.append("estimate: nothing left to train")
+        return "\n".join(lines)
+    gpus = config.resources.gpus_per_trial
+    kind = chosen or default_kind(gpus)
+    if kind == CPU_KIND:
+        lines.append(_cpu_estimate(config, planned))
+    else:
+        lines.append(_gpu_estimate(config, planned, kind, defaulted=chosen is None))
+    return "\n".join(lines)
 
-    earlier = earlier_epoch_seconds(config)
+
+def _cpu_estimate(config: SweepConfig, planned: list[StagePlan]) -> str:
+    """Device-hours: earlier CPU epochs, else MACs at a rate timed on this machine's CPU (imports torch)."""
+    earlier = earlier_epoch_seconds(config, on_gpu=False)
     rate, device = None, None
     seconds, from_earlier, from_macs = 0.0, 0, 0
     for stage in planned:
         for key in stage.keys:
-            dataset, factor, arch, method, role, _ = key
-            known = earlier.get((dataset, factor, arch, method, role))
+            known = earlier.get(key[:5])
             if known is not None:
                 seconds += known * stage.epochs
                 from_earlier += 1
                 continue
             if rate is None:
-                rate, device = measured_rate(config.device)
+                rate, device = measured_rate("cpu")
             seconds += stage.epochs * epoch_macs(config, key) / rate
             from_macs += 1
-    total_runs = sum(stage.to_run for stage in planned)
-    if not total_runs:
-        lines.append("estimate: nothing left to train")
-        return "\n".join(lines)
     how = []
     if from_earlier:
         how.append(f"{from_earlier} runs from the median epoch_seconds of earlier runs on this storage")
@@ -242,16 +265,59 @@ def plan_report(config: SweepConfig, estimate: bool = True) -> str:
                    f"{device} (training steps of resnet8; a rough guide: real rates vary with the model)")
     per_trial = config.resources.gpus_per_trial or config.resources.cpus_per_trial
     unit = "GPU" if config.resources.gpus_per_trial else "CPU-slot"
-    lines.append(f"estimate: {_duration(seconds)} of training on one device ({'; '.join(how)}); "
-                 f"each trial holds {per_trial:g} {unit}{'s' if per_trial != 1 else ''}")
-    return "\n".join(lines)
+    return (f"estimate: {_duration(seconds)} of training on one device ({'; '.join(how)}); "
+            f"each trial holds {per_trial:g} {unit}{'s' if per_trial != 1 else ''}")
+
+
+def _gpu_estimate(config: SweepConfig, planned: list[StagePlan], kind: str, defaulted: bool) -> str:
+    """GPU-hours: earlier GPU epochs x the GPUs a trial holds, else MACs at the kind's rate (no torch
+    for the rate; counting MACs builds the models). The rate is a whole GPU's throughput: trials
+    sharing a GPU share it, so a fraction of a GPU costs MACs / rate; a trial holding n >= 1 GPUs
+    trains on one (the engine uses one device) and is charged n x MACs / rate."""
+    gpus = config.resources.gpus_per_trial
+    spec = RATES[kind]
+    earlier = earlier_epoch_seconds(config, on_gpu=True)
+    held = gpus if gpus > 0 else 1.0  # GPUs a trial holds for its epoch_seconds
+    charged = max(gpus, 1.0)  # whole-GPU time a trial is charged per MACs / rate
+    gpu_seconds, from_earlier, from_macs = 0.0, 0, 0
+    for stage in planned:
+        for key in stage.keys:
+            known = earlier.get(key[:5])
+            if known is not None:
+                gpu_seconds += known * stage.epochs * held
+                from_earlier += 1
+                continue
+            gpu_seconds += charged * stage.epochs * epoch_macs(config, key) / spec.macs_per_second
+            from_macs += 1
+    how = []
+    if from_earlier:
+        how.append(f"{from_earlier} runs from the median epoch_seconds of earlier GPU runs on this storage "
+                   f"x {held:g} GPUs held per trial")
+    if from_macs:
+        how.append(f"{from_macs} runs from the models' MACs at {spec.macs_per_second / 1e12:.3g} TMAC/s for {kind}: "
+                   f"{spec.source}; a rough guide: real rates vary with the model")
+    if gpus == 0:
+        counting = ("GPU-hours = MACs / rate; the config's trials hold no GPU (resources.gpus_per_trial = 0): "
+                    "priced as one trial per GPU")
+    elif gpus < 1:
+        counting = (f"GPU-hours = MACs / rate, a whole GPU's rate; each trial holds {gpus:g} GPUs: {1 / gpus:.3g} "
+                    f"trials share each GPU, a trial's own time is its GPU-hours / {gpus:g}")
+    elif gpus == 1:
+        counting = "GPU-hours = MACs / rate; each trial holds 1 GPU"
+    else:
+        counting = (f"each trial holds {gpus:g} GPUs and trains on one: GPU-hours = {gpus:g} x MACs / rate, "
+                    "a trial's own time is MACs / rate")
+    default = f"; {kind} is the default for a GPU config (--device-kind KIND prices another)" if defaulted else ""
+    return f"estimate: {_duration(gpu_seconds, 'GPU')} of training ({'; '.join(how)}); {counting}{default}"
 
 
 def _is_logit(method: str) -> bool:
     return get_method(method).kind == "logit"
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, unit: str = "device") -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} {unit}-seconds"
     if seconds < 3600:
-        return f"{seconds / 60:.1f} device-minutes"
-    return f"{seconds / 3600:.1f} device-hours"
+        return f"{seconds / 60:.1f} {unit}-minutes"
+    return f"{seconds / 3600:.1f} {unit}-hours"

@@ -65,9 +65,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.device_rates import check_kind
+
+    kind = check_kind(args.device_kind)  # before the config is read: an unknown kind is one line, exit 2
     from orchestrator.dry_run import plan_report
 
-    print(plan_report(_config_of(args), estimate=not args.no_estimate))
+    print(plan_report(_config_of(args), estimate=not args.no_estimate, device_kind=kind))
     return 0
 
 
@@ -105,6 +108,8 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands) -> None:
+    from orchestrator.device_rates import CPU_KIND, DEFAULT_GPU_KIND, RATES
+
     sweep = commands.add_parser("sweep", help="run a sweep (no CONFIG: the digits quickstart)")
     _config_options(sweep)
     sweep.add_argument("--list", action="store_true", help="list the sweep configs shipped with the package "
@@ -113,10 +118,14 @@ def add_commands(commands) -> None:
     sweep.set_defaults(handler=cmd_sweep)
 
     plan = commands.add_parser("plan", help="what a sweep would run (runs per stage, already done, epochs, teacher "
-                               "caches) and an estimate of its device-hours; writes nothing")
+                               "caches) and an estimate of its GPU-hours (or CPU device-hours); writes nothing")
     _config_options(plan)
     plan.add_argument("--no-estimate", action="store_true", help="counts only (the estimate may time a few training "
                       "steps on this machine when no earlier runs on the storage say how long an epoch takes)")
+    plan.add_argument("--device-kind", default=None, metavar="KIND", help="price the training MACs at this kind's "
+                      f"rate (orchestrator/device_rates.py): {', '.join(RATES)}; or {CPU_KIND} (time a few training "
+                      f"steps on this machine's CPU). Default: {DEFAULT_GPU_KIND} for a config whose "
+                      f"resources.gpus_per_trial > 0, else {CPU_KIND}")
     plan.set_defaults(handler=cmd_plan)
 
     resume = commands.add_parser("resume", help="continue a sweep whose driver died or was stopped")

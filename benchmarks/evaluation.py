@@ -53,8 +53,8 @@ from trainables.data.long_tail import long_tail_counts  # noqa: E402
 from trainables.data.pipeline import Normalization, TensorBatches  # noqa: E402
 from trainables.data.sources import ImageSet, get_dataset, nominal_n_max  # noqa: E402
 from trainables.distillers import DistillContext, get_method  # noqa: E402
-from trainables.engine import (DEFAULT_CHANNELS_LAST, Teacher, autocast_dtype, eval_batch_size,  # noqa: E402
-                               evaluate)
+from trainables.device import resolve_device  # noqa: E402
+from trainables.engine import DEFAULT_CHANNELS_LAST, Teacher, evaluate  # noqa: E402
 from trainables.models import ModelOutput, create_model  # noqa: E402
 
 CLASSES = 100
@@ -111,13 +111,14 @@ def main(argv=None) -> None:
     parser.add_argument("--sweep-images", type=int, default=1024, help="images per batch size of that sweep")
     args = parser.parse_args(argv)
     wall = time.perf_counter()
-    device = torch.device(args.device)
+    run_device = resolve_device(args.device)
+    device = run_device.device
     cpu = device.type == "cpu"
     steps = args.steps or (40 if cpu else 300)
     steps_per_chunk = max(1, round(steps / N_CHUNKS))
     warmup = args.warmup if args.warmup is not None else (3 if cpu else 30)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    amp = autocast_dtype("auto", device)
+    amp = run_device.amp_dtype
     channels_last = DEFAULT_CHANNELS_LAST
 
     # ---------------------------------------------------------------- data and models
@@ -133,7 +134,7 @@ def main(argv=None) -> None:
     sets = {"val": image_set(np.repeat(np.arange(CLASSES), HOLDOUT)),
             "test": image_set(np.repeat(np.arange(CLASSES), TEST_PER_CLASS))}
     normalization = Normalization(CIFAR100_MEAN, CIFAR100_STD)
-    new_batch = eval_batch_size(device, 32, BATCH)
+    new_batch = run_device.eval_batch_size(32, BATCH)
 
     def eval_batches(images: ImageSet, size: int) -> TensorBatches:
         return TensorBatches(images, size, device, normalization, augment=False, channels_last=channels_last)

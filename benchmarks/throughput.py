@@ -53,7 +53,8 @@ from trainables.data.long_tail import long_tail_counts  # noqa: E402
 from trainables.data.pipeline import Normalization, TensorBatches  # noqa: E402
 from trainables.data.sources import ImageSet  # noqa: E402
 from trainables.distillers import DistillContext, get_method  # noqa: E402
-from trainables.engine import (DEFAULT_CHANNELS_LAST, CachedTeacher, LiveTeacher, autocast_dtype,  # noqa: E402
+from trainables.device import resolve_device  # noqa: E402
+from trainables.engine import (DEFAULT_CHANNELS_LAST, CachedTeacher, LiveTeacher,  # noqa: E402
                                distillation_loss, optimizer_step)
 from trainables.models import ModelOutput, create_model  # noqa: E402
 
@@ -184,7 +185,8 @@ def main(argv=None) -> None:
     parser.add_argument("--imbalance-factor", type=float, default=100.0)
     args = parser.parse_args(argv)
     wall = time.perf_counter()
-    device = torch.device(args.device)
+    run_device = resolve_device(args.device)
+    device = run_device.device
     cpu = device.type == "cpu"
     batches_n = args.batches or (16 if cpu else 300)
     block = args.block or (2 if cpu else 50)
@@ -209,11 +211,12 @@ def main(argv=None) -> None:
                         teacher_arch=args.teacher).resolved().hparams
     ltkd = get_method("ltkd").build(DistillContext(num_classes=100, class_counts=tuple(counts)), dict(hparams)).to(device)
     # ours: the engine's defaults for the device (RunConfig amp "auto", channels_last None)
-    amp_dtype = autocast_dtype("auto", device)
+    amp_dtype = run_device.amp_dtype
     channels_last = DEFAULT_CHANNELS_LAST
     normalization = Normalization(CIFAR100_MEAN, CIFAR100_STD)
     train_batches = TensorBatches(ImageSet(labels=labels, images=images), BATCH, device, normalization,
-                                  channels_last=channels_last, drop_last=True)
+                                  channels_last=channels_last, drop_last=True,
+                                  pin_memory=run_device.pin_memory)
     teacher_ours = copy.deepcopy(teacher).to(memory_format=torch.channels_last) if channels_last else teacher
 
     def student():
@@ -249,7 +252,7 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     cache = tcache.open_or_build(Path(tmp.name), {"placeholder": True}, shape, placeholder, log=None)
     open_seconds = time.perf_counter() - started
-    copied = cache.to_device(device, None)
+    copied = cache.to_device(run_device, None)
     print(f"cache: {shape[0]} x {shape[1]} x {shape[2]} float32 = {cache.nbytes / 1e6:.0f} MB; opening it as a trial "
           f"does (read + sha256 of every chunk): {open_seconds:.2f} s; lookups "
           f"{'on ' + str(device) if copied else 'from the host memory map'}")
@@ -263,7 +266,7 @@ def main(argv=None) -> None:
     ]
     if channels_last:  # ablation: (c) in the reference's NCHW layout, to separate the layout's share
         nchw_batches = TensorBatches(ImageSet(labels=labels, images=images), BATCH, device, normalization,
-                                     channels_last=False, drop_last=True)
+                                     channels_last=False, drop_last=True, pin_memory=run_device.pin_memory)
         setups.append(Ours("cached_nchw", "(d) ablation: (c) in NCHW layout (the engine's CPU default before issue 8)",
                            nchw_batches, CachedTeacher(cache), copy.deepcopy(student0).to(device), ltkd, device,
                            amp_dtype))
@@ -344,14 +347,14 @@ def main(argv=None) -> None:
 
     # ---------------------------------------------------------------- one-time cost of building the cache
     build_batches = TensorBatches(ImageSet(labels=labels[:build_images], images=images[:build_images]), BATCH, device,
-                                  normalization, channels_last=channels_last)
+                                  normalization, channels_last=channels_last, pin_memory=run_device.pin_memory)
     builder_teacher = teacher_ours
     list(tcache.teacher_view_logits(builder_teacher, build_batches, images=torch.arange(min(2, build_images)),
-                                    batch_size=tcache.build_batch_size(device)))  # warm-up
+                                    batch_size=run_device.cache_build_batch_size()))  # warm-up
     sync(device)
     started = time.perf_counter()
     for _ in tcache.teacher_view_logits(builder_teacher, build_batches, images_per_block=min(build_images, 64),
-                                        batch_size=tcache.build_batch_size(device)):
+                                        batch_size=run_device.cache_build_batch_size()):
         pass
     sync(device)
     build_seconds = time.perf_counter() - started

@@ -158,20 +158,19 @@ def model_macs(arch: str, dataset: str, num_classes: int) -> int:
     return total
 
 
-def measured_rate(device_name: str = "cpu") -> tuple[float, str]:
-    """Training MACs per second of this machine's device (a few resnet8 steps at batch 64, 32x32);
-    a training step counts 3 forward passes of MACs (forward, and the backward's two). `ltkd plan`
-    times the CPU only (`--device-kind cpu`); GPU kinds are priced from orchestrator/device_rates.py."""
+def measured_rate() -> tuple[float, str]:
+    """Training MACs per second of this machine's CPU (a few resnet8 steps at batch 64, 32x32); a
+    training step counts 3 forward passes of MACs (forward, and the backward's two). `ltkd plan` times
+    the CPU only (`--device-kind cpu`); GPU kinds are priced from orchestrator/device_rates.py."""
     import torch
 
     from trainables.models import create_model
 
-    device = torch.device(device_name)
     with torch.random.fork_rng(devices=[]):
-        model = create_model("resnet8", 100).to(device).to(memory_format=torch.channels_last)
+        model = create_model("resnet8", 100).to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        inputs = torch.randn(64, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, 100, (64,), device=device)
+        inputs = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, 100, (64,))
 
         def step():
             optimizer.zero_grad(set_to_none=True)
@@ -179,16 +178,12 @@ def measured_rate(device_name: str = "cpu") -> tuple[float, str]:
             optimizer.step()
 
         step()  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
         started, steps = time.perf_counter(), 0
         while steps < 3 or time.perf_counter() - started < 0.5:
             step()
             steps += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
         seconds = (time.perf_counter() - started) / steps
-    return 3 * 64 * model_macs("resnet8", "cifar100", 100) / seconds, str(device)
+    return 3 * 64 * model_macs("resnet8", "cifar100", 100) / seconds, "cpu"
 
 
 def epoch_macs(config: SweepConfig, key: tuple) -> float:
@@ -254,7 +249,7 @@ def _cpu_estimate(config: SweepConfig, planned: list[StagePlan]) -> str:
                 from_earlier += 1
                 continue
             if rate is None:
-                rate, device = measured_rate("cpu")
+                rate, device = measured_rate()
             seconds += stage.epochs * epoch_macs(config, key) / rate
             from_macs += 1
     how = []

@@ -136,7 +136,7 @@ def _common(config: SweepConfig, setting: Setting) -> dict[str, Any]:
                 data_seed=config.data_seed, validation_per_class=setting.validation_per_class,
                 batch_size=config.batch_size, device=config.device, progress=False, teacher_cache=config.teacher_cache,
                 teacher_cache_dtype=config.teacher_cache_dtype, test_every=config.test_every,
-                checkpoint_every_seconds=config.checkpoint_every_seconds)
+                checkpoint_every_seconds=config.checkpoint_every_seconds, deterministic=config.deterministic)
 
 
 def teacher_run(config: SweepConfig, setting: Setting, seed: int) -> PlannedRun:

@@ -132,8 +132,9 @@ class SweepConfig:
     # Every run evaluates its test set every test_every epochs and at the last; validation every epoch.
     test_every: int = 1
     # Every run checkpoints after an epoch once this many seconds have passed since its last checkpoint,
-    # and after its last epoch; 0 = every epoch (trainables/config.py RunConfig).
-    checkpoint_every_seconds: float = 0.0
+    # and after its last epoch; 0 = every epoch; None = the device's default (trainables/config.py RunConfig).
+    checkpoint_every_seconds: float | None = None
+    deterministic: bool = False  # deterministic kernels on GPUs (trainables/config.py RunConfig)
     selection: str = "val"  # val: searches maximise the validation metric; test: the test metric (the paper's)
     search_seeds: list[int] | None = None  # None: [max(seeds) + 1], a seed no final run uses
     teacher_seeds: list[int] = field(default_factory=lambda: [0])  # one seed for all, or equal to seeds
@@ -408,7 +409,7 @@ def check_storage(value: Any, key: str = "storage") -> None:
 def validate(config: SweepConfig) -> None:
     """Every impossible value, named by its key. Touches no file and starts nothing."""
     from search_spaces import get_space
-    from trainables.config import check_checkpoint_every_seconds, check_device, check_test_every
+    from trainables.config import check_checkpoint_every_seconds, check_device, check_test_every, check_trial_gpus
     from trainables.data.sources import DATASETS
     from trainables.methods import get_method
     from trainables.model_catalog import model_catalog
@@ -453,9 +454,9 @@ def validate(config: SweepConfig) -> None:
          f"scheduler.reduction_factor must be an integer >= 2, got {config.scheduler.reduction_factor!r}")
     need(_number(config.resources.cpus_per_trial) and config.resources.cpus_per_trial > 0,
          f"resources.cpus_per_trial must be > 0, got {config.resources.cpus_per_trial!r}")
-    gpus = config.resources.gpus_per_trial
-    need(_number(gpus) and 0 <= gpus and (gpus <= 1 or float(gpus).is_integer()),
-         f"resources.gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus!r}")
+    need(isinstance(config.deterministic, bool), f"deterministic must be true or false, got {config.deterministic!r}")
+    need_user(check_trial_gpus, config.resources.gpus_per_trial, "resources.gpus_per_trial")
+    _validate_device(config, need)
     concurrent = config.resources.max_concurrent_trials
     need(isinstance(concurrent, int) and not isinstance(concurrent, bool) and concurrent >= 0,
          f"resources.max_concurrent_trials must be a whole number >= 0 (0: as many as the cluster holds), "
@@ -521,6 +522,20 @@ def _int(value: Any) -> bool:
 
 def _seed_list(value: Any) -> bool:
     return isinstance(value, list) and len(value) >= 1 and all(_int(s) for s in value) and len(set(value)) == len(value)
+
+
+def _validate_device(config: SweepConfig, need) -> None:
+    """The device agrees with the trials' GPU share: Ray shows a trial with a share only its own GPU
+    (as cuda:0) and gives none to a trial without one."""
+    gpus = config.resources.gpus_per_trial
+    need(not config.device.startswith("cuda:"),
+         f"device = \"{config.device}\": a trial sees only its own GPU, as cuda:0; use device = \"cuda\" or \"auto\"")
+    need(config.device != "cuda" or gpus > 0,
+         "device = \"cuda\" with resources.gpus_per_trial = 0: Ray gives a trial a GPU only when it asks for one; "
+         "set resources.gpus_per_trial (1, or a fraction such as 0.25)")
+    need(config.device not in ("cpu", "mps") or gpus == 0,
+         f"device = \"{config.device}\" with resources.gpus_per_trial = {gpus:g}: the trials would hold GPUs they "
+         "never use; set gpus_per_trial = 0 or device = \"auto\"")
 
 
 def _validate_protocol(config: SweepConfig, need) -> None:
@@ -625,7 +640,7 @@ def _schema_extras() -> dict[tuple[type, str], dict[str, Any]]:
         (SchedulerEntry, "grace_period"): {"minimum": 1},
         (SchedulerEntry, "reduction_factor"): {"minimum": 2},
         (ResourcesEntry, "cpus_per_trial"): {"exclusiveMinimum": 0},
-        (ResourcesEntry, "gpus_per_trial"): {"minimum": 0},
+        (ResourcesEntry, "gpus_per_trial"): {"minimum": 0, "maximum": 1},
         (ResourcesEntry, "max_concurrent_trials"): {"minimum": 0},
     }
 

@@ -60,7 +60,8 @@ def run_config_from_args(args: argparse.Namespace, role: str):
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, device=args.device, amp=args.amp,
         teacher_cache=getattr(args, "teacher_cache", "auto"),
         teacher_cache_dtype=getattr(args, "teacher_cache_dtype", "float32"), test_every=getattr(args, "test_every", 1),
-        checkpoint_every_seconds=getattr(args, "checkpoint_every_seconds", 0.0),
+        checkpoint_every_seconds=getattr(args, "checkpoint_every_seconds", None),
+        deterministic=getattr(args, "deterministic", False),
     )
 
 
@@ -139,15 +140,20 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--weight-decay", type=float, default=None)
-    parser.add_argument("--device", default="auto", help=f"one of {DEVICES} (auto: CUDA when present)")
+    parser.add_argument("--device", default="auto", help=f"one of {DEVICES} (auto: CUDA when present, as cuda:N "
+                        "of the current device)")
     parser.add_argument("--amp", default="auto", choices=AMP_MODES,
                         help="mixed precision on CUDA (losses always run in float32)")
     parser.add_argument("--test-every", type=int, default=1, metavar="K",
                         help="evaluate the test set every K epochs and at the last (default 1); the validation "
                         "split is evaluated every epoch")
-    parser.add_argument("--checkpoint-every-seconds", type=float, default=0.0, metavar="S",
+    parser.add_argument("--checkpoint-every-seconds", type=float, default=None, metavar="S",
                         help="checkpoint after an epoch once S seconds have passed since the last checkpoint, and "
-                        "after the last epoch (default 0: every epoch); a crash loses at most S seconds of training")
+                        "after the last epoch (0: every epoch; default: every epoch on a CPU, 60 on a GPU); a "
+                        "crash loses at most S seconds of training")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic kernels (cuDNN without autotuning, a fixed cuBLAS workspace): the same "
+                        "run on the same hardware gives the same weights; slower on a GPU")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, run.json, metrics.jsonl; "
                         "an unfinished run of the same config there is resumed")
 

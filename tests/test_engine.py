@@ -15,7 +15,8 @@ from trainables.engine import NonFiniteLossError, fit, read_metrics
 from trainables.errors import UserError
 
 # Small and quick: digits at imbalance factor 100 keeps 278 training images (10 per class held out for validation).
-QUICK = dict(dataset="digits", imbalance_factor=100, arch="resnet20", batch_size=64, progress=False)
+# device cpu: the exact-resume checks compare weights bitwise, which GPUs only give with deterministic kernels.
+QUICK = dict(dataset="digits", imbalance_factor=100, arch="resnet20", batch_size=64, progress=False, device="cpu")
 
 
 class Stop(Exception):
@@ -426,16 +427,6 @@ def test_evaluation_gives_the_same_metrics_at_any_batch_size(tmp_path):
     last = payload["history"][-1]
     assert last["per_class_acc"] == pytest.approx(list(per_class * 100), abs=1e-9)
     assert last["group_prob"] == pytest.approx(list(group_prob), rel=1e-5, abs=1e-7)
-
-
-def test_evaluation_batch_sizes_per_device():
-    from trainables.engine import CPU_EVAL_BATCH, eval_batch_size
-
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # only the device type is read
-    assert eval_batch_size(cpu, 32, 64) == CPU_EVAL_BATCH == 64
-    assert eval_batch_size(cuda, 32, 64) == 1024  # CIFAR
-    assert eval_batch_size(cuda, 64, 64) == 256  # TinyImageNet: as many pixels
-    assert eval_batch_size(cuda, 224, 512) == 512  # ImageNet: the training batch, which fits already
 
 
 def test_evaluating_file_backed_data_leaves_the_global_rng_alone(tmp_path):

@@ -29,7 +29,7 @@ from trainables.data.pipeline import (
     view_count,
 )
 from trainables.data.sources import ImageSet, get_dataset, load_long_tailed
-from trainables.engine import cap_cuda_memory, fit, read_metrics
+from trainables.engine import fit, read_metrics
 from trainables.locks import Lease
 from trainables.errors import UserError
 from trainables.models import MODELS, Classifier, ModelOutput, ModelSpec
@@ -294,7 +294,7 @@ def test_concurrent_trials_build_the_cache_once(tmp_path):
 # ----------------------------------------------------------------------------------- cached == live teacher
 
 
-QUICK = dict(dataset="digits", imbalance_factor=100, batch_size=64, progress=False)
+QUICK = dict(dataset="digits", imbalance_factor=100, batch_size=64, progress=False, device="cpu")  # bitwise checks: CPU
 
 
 @pytest.fixture(scope="module")
@@ -470,16 +470,9 @@ def test_feature_methods_keep_the_live_teacher(resnet20_teacher, tmp_path):
 @pytest.mark.parametrize("settings,message", [
     (dict(teacher_cache="sometimes"), "teacher_cache must be one of auto, on, off"),
     (dict(teacher_cache_dtype="bfloat16"), "teacher_cache_dtype must be one of float32, float16"),
-    (dict(cuda_memory_fraction=1.5), "CUDA memory fraction must be in \\(0, 1\\]"),
+    (dict(trial_gpus=1.5), "gpus_per_trial must be 0, a fraction of a GPU or 1, got 1.5"),
 ])
 def test_bad_fast_path_settings_are_rejected_before_any_work(settings, message, tmp_path):
     with pytest.raises(UserError, match=message):
         fit(RunConfig(**QUICK, arch="resnet8", epochs=1), tmp_path / "never", log=None, **settings)
     assert not (tmp_path / "never").exists()
-
-
-def test_cuda_memory_cap_is_a_no_op_without_cuda():
-    assert cap_cuda_memory(None) is False
-    assert cap_cuda_memory(0.25, "cpu") is False
-    with pytest.raises(UserError):
-        cap_cuda_memory(0)

@@ -386,7 +386,7 @@ def test_registry_entries_and_published_defaults():
 
 # ------------------------------------------------------------------------- end to end on digits
 
-QUICK = dict(dataset="digits", imbalance_factor=100, batch_size=64, progress=False)
+QUICK = dict(dataset="digits", imbalance_factor=100, batch_size=64, progress=False, device="cpu")  # bitwise checks: CPU
 
 
 @pytest.fixture(scope="module")

@@ -121,3 +121,31 @@ def test_a_cifar_run_never_imports_torchvision():
             "create_model('resnet18', 10)\n"
             "print('LOADED ' + json.dumps([before, 'torchvision' in sys.modules]))\n")
     assert probe(code) == [[], True]
+
+
+def device_questions(path: Path) -> list[int]:
+    """Lines of a file that ask torch.cuda anything or compare a device's type with "cuda"."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr == "cuda" and isinstance(node.value, ast.Name) \
+                and node.value.id == "torch":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr == "type" \
+                and any(isinstance(part, ast.Constant) and part.value == "cuda" for part in node.comparators):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_device_decisions_live_in_the_device_module():
+    """trainables/device.py alone asks torch.cuda or tests a device's type: every other module reads a RunDevice."""
+    offences = [f"{path.relative_to(ROOT)}:{line}" for package in ("trainables", "orchestrator", "results",
+                                                                   "search_spaces")
+                for path in sorted((ROOT / package).rglob("*.py")) if path != ROOT / "trainables" / "device.py"
+                for line in device_questions(path)]
+    assert not offences, "\n".join(offences)
+
+
+def test_the_device_check_sees_both_kinds_of_question(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import torch\nok = torch.cuda.is_available()\nif device.type == 'cuda':\n    pass\n")
+    assert device_questions(path) == [2, 3]

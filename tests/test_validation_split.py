@@ -22,7 +22,7 @@ from trainables.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_KEYS = ("val_acc", "val_acc_head", "val_acc_medium", "val_acc_tail")
-QUICK = dict(dataset="digits", imbalance_factor=100, arch="resnet8", batch_size=64, progress=False)
+QUICK = dict(dataset="digits", imbalance_factor=100, arch="resnet8", batch_size=64, progress=False, device="cpu")  # bitwise checks: CPU
 
 
 def rows(images: np.ndarray) -> set[bytes]:

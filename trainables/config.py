@@ -30,7 +30,7 @@ ROLES = ("teacher", "student")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Fields that do not change what a run computes: a resumed run may differ in them.
 NON_IDENTITY_FIELDS = ("root", "device", "num_workers", "amp", "channels_last", "progress", "teacher_cache",
-                       "teacher_cache_dtype", "test_every", "checkpoint_every_seconds")
+                       "teacher_cache_dtype", "test_every", "checkpoint_every_seconds", "deterministic")
 TEACHER_CACHE_MODES = ("auto", "on", "off")
 TEACHER_CACHE_DTYPES = ("float32", "float16")  # trainables/teacher_cache.py DTYPES (kept torch-free here)
 DEVICES = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
@@ -43,6 +43,13 @@ def check_device(value: Any, key: str = "device") -> None:
         raise UserError(f"{key} must be one of {DEVICES}, got {value!r}")
 
 
+def check_trial_gpus(gpus: Any, key: str = "gpus_per_trial") -> None:
+    """A trial's GPU share: 0, a fraction, or one whole GPU (a run trains on one device)."""
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or not 0 <= gpus <= 1:
+        raise UserError(f"{key} must be 0, a fraction of a GPU or 1, got {gpus!r}: a run trains on one device "
+                        "(data-parallel training over several GPUs is not implemented)")
+
+
 def check_test_every(value: Any, key: str = "test_every") -> None:
     """`value` is a whole number of epochs >= 1 between test-set evaluations; else a UserError naming `key`."""
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -51,7 +58,10 @@ def check_test_every(value: Any, key: str = "test_every") -> None:
 
 
 def check_checkpoint_every_seconds(value: Any, key: str = "checkpoint_every_seconds") -> None:
-    """`value` is a number of seconds >= 0 between checkpoints; else a UserError naming `key`."""
+    """`value` is None (the device's default) or a number of seconds >= 0 between checkpoints; else a
+    UserError naming `key`."""
+    if value is None:
+        return
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
         raise UserError(f"{key} must be a number of seconds >= 0 (a checkpoint after an epoch once that long has "
                         f"passed since the last, and after the last epoch; 0 = every epoch), got {value!r}")
@@ -112,7 +122,7 @@ class RunConfig:
     lr_milestones: tuple[int, ...] | None = None  # epochs at which the lr is multiplied by lr_decay
     lr_decay: float = 0.1
     augment: bool = True
-    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
+    device: str = "auto"  # auto (CUDA when present; the CPU in a Ray trial without a GPU), cpu, cuda, cuda:1, ...
     amp: str = "auto"  # auto = bf16 on CUDA when supported, fp16 otherwise on CUDA, off on CPU
     channels_last: bool | None = None  # None = the engine's default (on: measured faster on CUDA and CPU)
     num_workers: int = 4  # DataLoader workers for file-backed (ImageNet) data
@@ -128,8 +138,12 @@ class RunConfig:
     # A checkpoint (and, on an object store, its upload) after an epoch once this many seconds have passed
     # since the last one, and always after the last epoch; 0 = every epoch. A crash loses at most that much
     # training (a resumed run starts at its last checkpoint); short epochs (digits, small models on a GPU)
-    # otherwise spend much of their time writing checkpoints.
-    checkpoint_every_seconds: float = 0.0
+    # otherwise spend much of their time writing checkpoints. None = the device's default
+    # (trainables/device.py: every epoch on a CPU, 60 s on an accelerator).
+    checkpoint_every_seconds: float | None = None
+    # Deterministic kernels (torch.use_deterministic_algorithms, cuDNN without autotuning, a fixed cuBLAS
+    # workspace): the same run on the same hardware gives the same weights. Slower on a GPU.
+    deterministic: bool = False
 
     # ------------------------------------------------------------------ loading and defaults
 
@@ -224,6 +238,7 @@ class RunConfig:
         check_test_every(self.test_every)
         check_checkpoint_every_seconds(self.checkpoint_every_seconds)
         need(isinstance(self.seed, int) and isinstance(self.data_seed, int), "seed and data_seed must be integers")
+        need(isinstance(self.deterministic, bool), f"deterministic must be true or false, got {self.deterministic!r}")
 
 
 def _teacher_arch_on_disk(teacher: str) -> str | None:

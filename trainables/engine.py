@@ -7,7 +7,7 @@ distillation -> weighted cross-entropy + warmed-up distillation term -> SGD step
 the balanced validation split (`validation_metrics`: val_acc, val_acc_head/medium/tail, what
 searches select on) every epoch and on the balanced test set (`evaluate`, `summarize`: acc,
 acc_head/medium/tail) every `test_every` epochs and at the last (None in between), both under
-inference mode in `eval_batch_size` batches, `epoch_metrics`, `save_epoch` (an atomic checkpoint, then the metrics line), and the epoch's
+inference mode in `RunDevice.eval_batch_size` batches, `epoch_metrics`, `save_epoch` (an atomic checkpoint, then the metrics line), and the epoch's
 metrics handed to a callback (the Ray trainable reports them to Tune; the command line prints them).
 
 A student's teacher is one object (`Teacher.outputs(inputs, index, views)`): a `LiveTeacher` runs
@@ -41,6 +41,7 @@ from trainables.config import TEACHER_CACHE_MODES, RunConfig
 from trainables.data.groups import class_groups, group_names
 from trainables.data.pipeline import FileBatches, Normalization, TensorBatches
 from trainables.data.sources import LongTailedData, load_long_tailed
+from trainables.device import RunDevice, configure, deterministic_warnings, resolve_device
 from trainables.distillers import DistillContext, MethodSpec, get_method, warmup_factor
 from trainables.errors import UserError
 from trainables.metrics import GROUPS, TEST_METRICS, VALIDATION_METRICS
@@ -52,11 +53,11 @@ from trainables.storage import Location
 # The run-folder names, `read_metrics`/`parse_metrics` and VALIDATION_METRICS live in the torch-free
 # trainables/run_files.py and trainables/metrics.py; they stay importable from here for older callers.
 __all__ = [
-    "CONFIG_NAME", "DEFAULT_CHANNELS_LAST", "FINITE_CHECK_EVERY", "METRICS_NAME", "VALIDATION_METRICS",
-    "CPU_EVAL_BATCH", "GPU_EVAL_PIXELS", "CachedTeacher", "EpochCallback", "EpochTraining", "LiveTeacher",
-    "NonFiniteLossError", "Run", "RunResult", "Teacher", "TeacherOptions", "autocast_dtype", "build_run",
-    "cap_cuda_memory", "distillation_loss", "epoch_metrics", "eval_batch_size", "evaluate", "fit", "optimizer_step", "parse_metrics", "read_metrics", "read_teacher", "save_epoch", "select_device", "summarize",
-    "teacher_cache_key", "teacher_model", "train_one_epoch",
+    "CONFIG_NAME", "DEFAULT_CHANNELS_LAST", "METRICS_NAME", "VALIDATION_METRICS",
+    "CachedTeacher", "EpochCallback", "EpochTraining", "LiveTeacher",
+    "NonFiniteLossError", "Run", "RunResult", "Teacher", "TeacherOptions", "build_run",
+    "distillation_loss", "epoch_metrics", "evaluate", "fit", "optimizer_step", "parse_metrics", "read_metrics",
+    "read_teacher", "save_epoch", "summarize", "teacher_cache_key", "teacher_model", "train_one_epoch",
     "validation_metrics",
 ]
 
@@ -78,38 +79,7 @@ class RunResult:
         return self.run_dir / CHECKPOINT_NAME
 
 
-# ----------------------------------------------------------------------------------- devices
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' asked for but CUDA is not available; use --device cpu or auto")
-    return device
-
-
-def cap_cuda_memory(fraction: float | None, device: torch.device | str | int | None = None) -> bool:
-    """Cap this process's CUDA memory at `fraction` of the device's (several small trials per GPU).
-
-    Call it before the trial allocates anything on the GPU (fit does, given `cuda_memory_fraction`).
-    It limits PyTorch's caching allocator (tensors, cuDNN workspaces); the CUDA context itself
-    (a few hundred MiB per process) is outside it, so give each trial a little less than
-    1 / trials_per_gpu. A trial that needs more fails with torch.OutOfMemoryError instead of
-    starving its neighbours. Returns whether a cap was set (False on CPU, or for None / 1).
-    """
-    if fraction is None:
-        return False
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise UserError(f"the CUDA memory fraction must be in (0, 1], got {fraction!r}")
-    if fraction == 1 or not torch.cuda.is_available():
-        return False
-    device = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
-    if device.type != "cuda":
-        return False
-    torch.cuda.set_per_process_memory_fraction(float(fraction), device)
-    return True
+# ----------------------------------------------------------------------------------- memory layout
 
 
 # The memory layout when the config leaves it open: channels-last, on CUDA and on CPU alike.
@@ -120,62 +90,41 @@ def cap_cuda_memory(fraction: float | None, device: torch.device | str | int | N
 DEFAULT_CHANNELS_LAST = True
 
 
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision for the forward passes (losses still run in float32): CUDA only."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
 # ----------------------------------------------------------------------------------- metrics
-
-
-# Images per evaluation forward pass. CPU: 64, measured fastest (with 32) by benchmarks/evaluation.py
-# on 2 cores (resnet8x4, 32x32; images/s against 64's, two runs: 128 0.74-0.85x, 256 0.63-0.69x,
-# 1024 0.59-0.63x: larger batches fall out of the caches).
-# GPUs: large batches keep them busy. An evaluation batch needs far less memory than a training
-# step of the same size (no activations kept for a backward pass), so the cap is at most as many
-# pixels as 1024 CIFAR images (1024 at 32x32, 256 at 64x64), or the training batch when larger.
-CPU_EVAL_BATCH = 64
-GPU_EVAL_PIXELS = 1024 * 32 * 32
-
-
-def eval_batch_size(device: torch.device, image_size: int, train_batch_size: int) -> int:
-    """Images per forward pass when evaluating on `device` (see CPU_EVAL_BATCH, GPU_EVAL_PIXELS)."""
-    if device.type == "cpu":
-        return CPU_EVAL_BATCH
-    return max(int(train_batch_size), GPU_EVAL_PIXELS // (image_size * image_size))
 
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, batches, num_classes: int, eval_groups: torch.Tensor,
              amp_dtype: torch.dtype | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class accuracy on a (balanced) test set and the mean group probability of the predictions."""
+    """Per-class accuracy on a (balanced) test set and the mean group probability of the predictions.
+
+    Counts and per-batch sums stay on the device until the end (no host sync per batch), in integer
+    and float32 types every device has; the sums are added up in float64 on the host.
+    """
     model.eval()
-    correct = torch.zeros(num_classes, dtype=torch.float64)
-    total = torch.zeros(num_classes, dtype=torch.float64)
     n_eval_groups = int(eval_groups.max()) + 1
-    group_prob = torch.zeros(n_eval_groups, dtype=torch.float64)
-    seen = 0
-    groups_dev = None
+    correct = total = groups_dev = None
+    batch_sums = []
     for inputs, labels in batches.ordered():
         with torch.autocast(inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(inputs)
         logits = logits.float()
         if groups_dev is None:
             groups_dev = eval_groups.to(logits.device)
-        hits = (logits.argmax(1) == labels).double().cpu()
-        labels_cpu = labels.cpu()
-        correct.index_add_(0, labels_cpu, hits)
-        total.index_add_(0, labels_cpu, torch.ones_like(hits))
+            correct = torch.zeros(num_classes, dtype=torch.int64, device=logits.device)
+            total = torch.zeros(num_classes, dtype=torch.int64, device=logits.device)
+        correct.index_add_(0, labels, (logits.argmax(1) == labels).long())
+        total.index_add_(0, labels, torch.ones_like(labels, dtype=torch.int64))
         probs = logits.softmax(1)
         per_group = torch.zeros(len(probs), n_eval_groups, device=probs.device).index_add_(1, groups_dev, probs)
-        group_prob += per_group.sum(0).double().cpu()
-        seen += len(probs)
-    per_class = (correct / total.clamp(min=1)).numpy()
-    return per_class, (group_prob / max(seen, 1)).numpy()
+        batch_sums.append(per_group.sum(0))
+    if correct is None:
+        return np.zeros(num_classes), np.zeros(n_eval_groups)
+    group_prob = torch.zeros(n_eval_groups, dtype=torch.float64)
+    for batch_sum in torch.stack(batch_sums).cpu().double():
+        group_prob += batch_sum
+    per_class = (correct.cpu().double() / total.cpu().double().clamp(min=1)).numpy()
+    return per_class, (group_prob / max(int(total.sum()), 1)).numpy()
 
 
 def summarize(per_class: np.ndarray | None, eval_groups: torch.Tensor) -> dict[str, float | None]:
@@ -308,9 +257,14 @@ class CachedTeacher(Teacher):
 
 
 def teacher_cache_key(payload: dict, data: LongTailedData, batches: TensorBatches, normalization: Normalization,
-                      eval_groups: torch.Tensor, dtype: str) -> dict[str, Any]:
-    """Everything that determines the cached logits (and the teacher's test-set group probabilities)."""
-    return {
+                      eval_groups: torch.Tensor, dtype: str, autocast: torch.dtype | None = None) -> dict[str, Any]:
+    """Everything that determines the cached logits (and the teacher's test-set group probabilities).
+
+    autocast: the precision the teacher's forward passes ran in, the live teacher's in the same run
+    (a float32 cache, as every CPU run builds, has no such key: its key is unchanged).
+    """
+    precision = {} if autocast is None else {"teacher_autocast": str(autocast).removeprefix("torch.")}
+    return {**precision,
         "teacher_weights": tcache.digest_state_dict(payload["model"]),
         "teacher_arch": payload["config"]["arch"],
         "num_classes": data.num_classes,
@@ -328,15 +282,6 @@ def teacher_cache_key(payload: dict, data: LongTailedData, batches: TensorBatche
         "eval_groups": eval_groups.tolist(),
         "dtype": dtype,
     }
-
-
-def _device_budget(device: torch.device, fraction: float | None) -> int | None:
-    """Bytes of the device a cached table may take: a quarter of what this trial may still allocate."""
-    if device.type != "cuda":
-        return None
-    free, total = torch.cuda.mem_get_info(device)
-    allowed = free if fraction is None else min(free, fraction * total - torch.cuda.memory_reserved(device))
-    return max(0, int(allowed // 4))
 
 
 @dataclass(frozen=True)
@@ -361,7 +306,7 @@ def _open_teacher_cache(run: Run, payload: dict, options: TeacherOptions) -> tca
     mode, dtype, batches, log = options.cache, options.cache_dtype, run.train_batches, run.log
     root = options.cache_dir if options.cache_dir is not None else \
         checkpoint_path(options.path or run.config.teacher).parent / tcache.CACHE_DIR_NAME
-    key = teacher_cache_key(payload, run.data, batches, run.normalization, run.eval_groups, dtype)
+    key = teacher_cache_key(payload, run.data, batches, run.normalization, run.eval_groups, dtype, run.amp_dtype)
     folder = tcache.cache_folder(root, key)
     n_views = batches.n_views
     remaining_epochs = run.config.epochs - run.start_epoch
@@ -372,18 +317,19 @@ def _open_teacher_cache(run: Run, payload: dict, options: TeacherOptions) -> tca
         log(f"teacher: live forward pass (a cache of its {n_views} views per image costs {n_views} teacher epochs "
             f"and this run has {remaining_epochs}; teacher_cache='on' builds it anyway)")
         return None
-    num_classes, device = run.num_classes, run.device
+    num_classes, run_device = run.num_classes, run.run_device
     shape = (batches.n_images, n_views, num_classes)
 
     def builder(sink):
-        teacher = teacher_model(payload, num_classes, device, run.channels_last)
-        for block in tcache.teacher_view_logits(teacher, batches, batch_size=tcache.build_batch_size(device)):
-            sink(block)
-        _, group_prob = evaluate(teacher, run.test_batches, num_classes, run.eval_groups, None)
+        teacher = teacher_model(payload, num_classes, run_device.device, run.channels_last)
+        # In the precision the live teacher runs in (its forward passes are under the run's autocast).
+        with run_device.autocast():
+            for block in tcache.teacher_view_logits(teacher, batches, batch_size=run_device.cache_build_batch_size()):
+                sink(block)
+        _, group_prob = evaluate(teacher, run.test_batches, num_classes, run.eval_groups, run.amp_dtype)
         del teacher
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return {"teacher_group_prob": [float(v) for v in group_prob], "built_on": str(device)}
+        run_device.empty_cache()
+        return {"teacher_group_prob": [float(v) for v in group_prob], "built_on": run_device.name}
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -394,9 +340,9 @@ def _open_teacher_cache(run: Run, payload: dict, options: TeacherOptions) -> tca
         log(f"teacher: live forward pass (cannot create the cache folder {folder}: {exc.strerror})")
         return None
     cache = tcache.open_or_build(folder, key, shape, builder, dtype=dtype, log=log)
-    copied = cache.to_device(device, _device_budget(device, run.memory_fraction))
+    copied = cache.to_device(run_device, run_device.cache_budget())
     log(f"teacher logits: from the cache {folder} (build {cache.build_id}, {cache.nbytes / 2**20:.0f} MiB {dtype}, "
-        f"looked up {'on ' + str(device) if copied else 'from host memory'})")
+        f"looked up {'on ' + run_device.name if copied else 'from host memory'})")
     return cache
 
 
@@ -410,7 +356,7 @@ def _open_teacher(run: Run, payload: dict, model: torch.nn.Module | None, cachea
         cache = _open_teacher_cache(run, payload, options)
         if cache is not None:
             return CachedTeacher(cache)
-        model = teacher_model(payload, run.num_classes, run.device, run.channels_last)
+        model = teacher_model(payload, run.num_classes, run.run_device.device, run.channels_last)
     elif run.method.kind == "logit" and options.cache == "on":
         run.log("teacher: live forward pass (the cache needs in-memory data with the CIFAR augmentation)")
     group_prob = recorded_group_prob(payload, run.eval_groups)
@@ -442,10 +388,8 @@ class Run:
     config: RunConfig  # resolved
     run_dir: Path
     log: Callable[[str], None]
-    device: torch.device
-    amp_dtype: torch.dtype | None
+    run_device: RunDevice  # the device and every decision that depends on it (trainables/device.py)
     channels_last: bool
-    memory_fraction: float | None  # the CUDA memory share this process was capped at (`cap_cuda_memory`)
     data: LongTailedData
     eval_groups: torch.Tensor  # group id of every class (3 groups of the training counts)
     generator: torch.Generator  # the data order and augmentation, saved with every checkpoint
@@ -464,6 +408,14 @@ class Run:
     teacher: Teacher | None = None
 
     @property
+    def device(self) -> torch.device:
+        return self.run_device.device
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return self.run_device.amp_dtype
+
+    @property
     def num_classes(self) -> int:
         return self.data.num_classes
 
@@ -475,21 +427,29 @@ class Run:
     def finished(self) -> bool:  # only a resumed run can be (a config has epochs >= 1)
         return self.start_epoch >= self.config.epochs
 
+    def close(self) -> None:
+        """Stop the DataLoader workers of file-backed data (they live for the run)."""
+        for batches in (self.train_batches, self.test_batches, self.val_batches):
+            if isinstance(batches, FileBatches):
+                batches.close()
+
 
 def build_run(config: RunConfig, run_dir: str | Path, log: Callable[[str], None], teacher: TeacherOptions,
-              cuda_memory_fraction: float | None = None) -> Run:
+              trial_gpus: float | None = None, cpus: int | None = None) -> Run:
     """Check and resolve `config`, resume `run_dir`'s checkpoint when it holds the same run, and build the run.
 
     A finished run comes back as found (`Run.finished`; its run.json and metrics.jsonl
     rewritten): nothing else is loaded. Otherwise the run folder is written (run.json, the
     metrics so far) and the teacher opened last, as every input has been checked by then.
     The global RNG is seeded right before the model is created; the teacher never consumes it.
+    trial_gpus: the GPU share of the Ray trial running it (None outside Ray; see resolve_device).
+    cpus: the CPUs this process holds (a trial's), which bound its DataLoader workers; None: not limited.
     """
     config = config.resolved()
     run_dir = Path(run_dir)
-    device = select_device(config.device)
-    cap_cuda_memory(cuda_memory_fraction, device)  # validates the value; a cap only on CUDA
-    amp_dtype = autocast_dtype(config.amp, device)
+    run_device = resolve_device(config.device, config.amp, trial_gpus=trial_gpus, deterministic=config.deterministic)
+    configure(run_device)  # before the run allocates anything on the device: the memory cap
+    device = run_device.device
     channels_last = DEFAULT_CHANNELS_LAST if config.channels_last is None else config.channels_last
     resume = _resume_payload(run_dir, config)
     data = load_long_tailed(config.dataset, config.root, config.imbalance_factor, config.data_seed,
@@ -504,7 +464,7 @@ def build_run(config: RunConfig, run_dir: str | Path, log: Callable[[str], None]
     model = create_model(config.arch, num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    normalization, train_batches, test_batches, val_batches = _batches(config, data, device, channels_last)
+    normalization, train_batches, test_batches, val_batches = _batches(config, data, run_device, channels_last, cpus)
 
     method = get_method(config.method)
     teacher_live, teacher_config, teacher_payload = None, None, None
@@ -526,15 +486,15 @@ def build_run(config: RunConfig, run_dir: str | Path, log: Callable[[str], None]
         raise RuntimeError(f"method '{method.name}' is registered as a logit method but its distiller reads features")
 
     parameters = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
-    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                                fused=True if run_device.fused_optimizer else None)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
                                                      gamma=config.lr_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    run = Run(config=config, run_dir=run_dir, log=log, device=device, amp_dtype=amp_dtype,
-              channels_last=channels_last, memory_fraction=cuda_memory_fraction, data=data, eval_groups=eval_groups,
+    run = Run(config=config, run_dir=run_dir, log=log, run_device=run_device,
+              channels_last=channels_last, data=data, eval_groups=eval_groups,
               generator=generator, model=model, normalization=normalization, train_batches=train_batches,
               test_batches=test_batches, val_batches=val_batches, method=method, distiller=distiller,
-              optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+              optimizer=optimizer, scheduler=scheduler, scaler=run_device.grad_scaler())
 
     if resume is not None:
         _restore(run, resume)
@@ -566,26 +526,38 @@ def _resume_payload(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
     return resume
 
 
-def _batches(config: RunConfig, data: LongTailedData, device: torch.device, channels_last: bool):
+def loader_workers(asked: int, cpus: int | None) -> int:
+    """DataLoader workers per file-backed loader: as asked, but no more than the CPUs the process
+    holds beside its own (a Ray trial's `cpus_per_trial`; None: not limited)."""
+    return asked if cpus is None else max(0, min(asked, cpus - 1))
+
+
+def _batches(config: RunConfig, data: LongTailedData, run_device: RunDevice, channels_last: bool,
+             cpus: int | None = None):
     """(normalization, train, test, validation batches): tensors on the device for in-memory data, else files."""
-    eval_batch = eval_batch_size(device, data.spec.image_size, config.batch_size)
+    device, pin = run_device.device, run_device.pin_memory
+    eval_batch = run_device.eval_batch_size(data.spec.image_size, config.batch_size)
     if data.spec.in_memory:
         normalization = Normalization.of(data.train.images)
         train_batches = TensorBatches(data.train, config.batch_size, device, normalization, augment=config.augment,
                                       padding=data.spec.crop_padding, channels_last=channels_last,
-                                      hflip=data.spec.hflip)
+                                      hflip=data.spec.hflip, pin_memory=pin)
         test_batches = TensorBatches(data.test, eval_batch, device, normalization, augment=False,
-                                     channels_last=channels_last)
+                                     channels_last=channels_last, pin_memory=pin)
         val_batches = TensorBatches(data.val, eval_batch, device, normalization, augment=False,
-                                    channels_last=channels_last) if len(data.val) else None
+                                    channels_last=channels_last, pin_memory=pin) if len(data.val) else None
         return normalization, train_batches, test_batches, val_batches
+    workers = loader_workers(config.num_workers, cpus)
     train_batches = FileBatches(data.train, config.batch_size, device, train=True, image_size=data.spec.image_size,
-                                num_workers=config.num_workers, channels_last=channels_last, hflip=data.spec.hflip)
+                                num_workers=workers, channels_last=channels_last, hflip=data.spec.hflip,
+                                pin_memory=pin)
+    # Evaluation passes are short and come once an epoch: half the workers (they live for the whole run).
+    eval_workers = (workers + 1) // 2
     test_batches = FileBatches(data.test, eval_batch, device, train=False, image_size=data.spec.image_size,
-                               num_workers=config.num_workers, channels_last=channels_last)
+                               num_workers=eval_workers, channels_last=channels_last, pin_memory=pin)
     val_batches = None if not len(data.val) else FileBatches(
         data.val, eval_batch, device, train=False, image_size=data.spec.image_size,
-        num_workers=config.num_workers, channels_last=channels_last)
+        num_workers=eval_workers, channels_last=channels_last, pin_memory=pin)
     return None, train_batches, test_batches, val_batches
 
 
@@ -594,10 +566,15 @@ def _restore(run: Run, resume: dict[str, Any]) -> None:
     run.model.load_state_dict(resume["model"])
     if run.distiller is not None and resume.get("distiller") is not None:
         run.distiller.load_state_dict(resume["distiller"])
-    run.optimizer.load_state_dict(resume["optimizer"])
+    run.optimizer.load_state_dict(_optimizer_state_for(run.optimizer, resume["optimizer"]))
     _restore_scheduler(run.scheduler, resume["scheduler"])
-    run.scaler.load_state_dict(resume["scaler"])
-    _restore_rng(resume["rng"], run.generator)
+    # A checkpoint written without loss scaling (float32, bf16) holds an empty scaler state: an fp16
+    # run resumed from it starts a fresh scale. A disabled scaler ignores any state.
+    if resume.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(resume["scaler"])
+    torch.set_rng_state(resume["rng"]["torch"])
+    run.generator.set_state(resume["rng"]["data"])
+    run.run_device.restore_rng(resume["rng"].get("cuda"), _saved_device_index(resume["config"].get("device", "")))
     run.history = list(resume["history"])
     run.start_epoch = resume["epoch"]
 
@@ -617,9 +594,23 @@ def _recorded_val_indices(payload: dict[str, Any] | None) -> np.ndarray | None:
     return np.zeros(0, dtype=np.int64) if recorded is None else recorded.numpy()
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "data": generator.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def _rng_state(run: Run) -> dict[str, Any]:
+    """The RNG states a checkpoint holds: the CPU's, the data generator's and the run's accelerator's."""
+    return {"torch": torch.get_rng_state(), "data": run.generator.get_state(), "cuda": run.run_device.rng_states()}
+
+
+def _saved_device_index(device: str) -> int:
+    """Which of an older checkpoint's per-GPU RNG states was the run's: N of cuda:N, else 0."""
+    return int(device.split(":")[1]) if device.startswith("cuda:") else 0
+
+
+def _optimizer_state_for(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """A saved optimizer state with this process's implementation choices (fused, foreach): a run
+    checkpointed on a GPU may resume on a CPU, and the other way round."""
+    groups = []
+    for saved, live in zip(state["param_groups"], optimizer.param_groups):
+        groups.append({**saved, **{k: live[k] for k in ("fused", "foreach") if k in live}})
+    return {**state, "param_groups": groups}
 
 
 def _scheduler_state(scheduler: torch.optim.lr_scheduler.MultiStepLR) -> dict[str, Any]:
@@ -631,17 +622,7 @@ def _restore_scheduler(scheduler: torch.optim.lr_scheduler.MultiStepLR, state: d
     scheduler.load_state_dict({**state, "milestones": Counter(state["milestones"])})
 
 
-def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["data"])
-    if torch.cuda.is_available() and state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ----------------------------------------------------------------------------------- one epoch
-
-
-FINITE_CHECK_EVERY = 32
 
 
 def distillation_loss(model: torch.nn.Module, distiller: torch.nn.Module | None, teacher: Teacher | None,
@@ -699,7 +680,8 @@ def train_one_epoch(run: Run, epoch: int, show_progress: bool = False) -> EpochT
     with_views = run.teacher is not None and run.teacher.with_views
     batches = run.train_batches.epoch(run.generator, with_views=True) if with_views else \
         run.train_batches.epoch(run.generator)
-    watch = _NonFiniteWatch(epoch, steps, run.device)
+    sync_every = run.run_device.sync_every
+    watch = _NonFiniteWatch(epoch, steps, sync_every)
     for step, (inputs, labels, index, *views) in enumerate(batches, start=1):
         loss = distillation_loss(model, run.distiller, run.teacher, inputs, labels, index,
                                  views[0] if views else None, needs_features=run.needs_features,
@@ -707,8 +689,8 @@ def train_one_epoch(run: Run, epoch: int, show_progress: bool = False) -> EpochT
         watch.check(step, loss)
         optimizer_step(loss, run.optimizer, run.scaler)
         loss_sum += loss.detach()
-        if show_progress:
-            _progress(step, steps, epoch + 1, config.epochs, float(loss), started)
+        if show_progress and (step % sync_every == 0 or step == steps):  # float(loss) waits for the device
+            _progress(step, steps, epoch + 1, config.epochs, float(loss.detach()), started)
     lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
     return EpochTraining(epoch, loss_sum, steps, lr, distill_weight, started, time.perf_counter() - started)
@@ -717,8 +699,8 @@ def train_one_epoch(run: Run, epoch: int, show_progress: bool = False) -> EpochT
 class _NonFiniteWatch:
     """Stops an epoch at a non-finite loss, naming the first bad step (kept on the device as (step, loss))."""
 
-    def __init__(self, epoch: int, steps: int, device: torch.device):
-        self.epoch, self.steps, self.device = epoch, steps, device
+    def __init__(self, epoch: int, steps: int, check_every: int):
+        self.epoch, self.steps, self.check_every = epoch, steps, check_every
         self.first_bad: torch.Tensor | None = None
 
     def check(self, step: int, loss: torch.Tensor) -> None:
@@ -726,9 +708,9 @@ class _NonFiniteWatch:
         marker = torch.stack([torch.full((), float(step), device=loss.device), loss.detach().float()])
         self.first_bad = torch.where(bad, marker, torch.full_like(marker, -1.0)) if self.first_bad is None else \
             torch.where((self.first_bad[0] < 0) & bad, marker, self.first_bad)
-        # On CUDA it is read back every FINITE_CHECK_EVERY steps only (a read-back per step would
+        # Read back every check_every steps only (RunDevice.sync_every: 1 on a CPU; a read-back per step would
         # stall the GPU queue); the error still names the first bad step.
-        if self.device.type == "cpu" or step % FINITE_CHECK_EVERY == 0 or step == self.steps:
+        if step % self.check_every == 0 or step == self.steps:
             step_bad, value = self.first_bad.tolist()
             if step_bad >= 0:
                 raise NonFiniteLossError(
@@ -768,7 +750,7 @@ def epoch_metrics(run: Run, trained: EpochTraining, per_class: np.ndarray | None
         "teacher_group_prob": None if teacher_group_prob is None else [float(v) for v in teacher_group_prob],
         "distill_weight": trained.distill_weight if run.distiller is not None else 0.0,
         "epoch_seconds": time.perf_counter() - trained.started, "train_seconds": trained.train_seconds,
-        "device": str(run.device),
+        "device": run.run_device.name,
         "resumed_from": run.start_epoch,  # epoch this process started at (0 = fresh); tells resumed runs apart
     }
 
@@ -792,7 +774,7 @@ def save_epoch(run: Run, metrics: dict[str, Any], checkpoint: bool = True) -> No
         "model": run.model.state_dict(), "distiller": None if distiller is None else distiller.state_dict(),
         "optimizer": run.optimizer.state_dict(), "scheduler": _scheduler_state(run.scheduler),
         "scaler": run.scaler.state_dict(),
-        "rng": _rng_state(run.generator), "history": run.history,
+        "rng": _rng_state(run), "history": run.history,
     }
     save_atomic(payload, run.run_dir / CHECKPOINT_NAME)
     _append_metrics(run.run_dir, metrics)
@@ -832,7 +814,7 @@ def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None = None,
         log: Callable[[str], None] | None = print, *, teacher_cache: str | None = None,
         teacher_cache_dtype: str | None = None, teacher_cache_dir: str | Path | None = None,
-        cuda_memory_fraction: float | None = None, teacher_path: str | Path | None = None,
+        trial_gpus: float | None = None, teacher_path: str | Path | None = None,
         threads: int | None = None) -> RunResult:
     """Train one run into `run_dir`, resuming from its checkpoint when it holds the same run.
 
@@ -853,9 +835,11 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
         i.e. on the sweep's shared storage).
     teacher_path: the teacher's run folder on this machine when `config.teacher` names it on an
         object store (the trainable fetches a copy); default `config.teacher`.
-    cuda_memory_fraction: cap this process's CUDA memory at this share of the GPU
-        (`cap_cuda_memory`), for several trials per GPU.
-    threads: torch's CPU threads for this process (a sweep: the trial's CPUs); None leaves torch's default.
+    trial_gpus: the GPU share of the Ray trial running this (None: not in Ray). A trial with none
+        trains on the CPU even on a GPU node; one with a fraction caps its allocator to that share
+        (trainables/device.py).
+    threads: torch's CPU threads for this process (a sweep: the trial's CPUs; they also bound the
+        DataLoader workers of file-backed data); None leaves torch's default.
     None of these change what a run computes beyond float tolerance: they are not part of its identity.
     """
     log = log or (lambda line: None)
@@ -864,11 +848,24 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
     teacher = TeacherOptions(config.teacher_cache if teacher_cache is None else teacher_cache,
                              config.teacher_cache_dtype if teacher_cache_dtype is None else teacher_cache_dtype,
                              teacher_cache_dir, teacher_path)
-    run = build_run(config, run_dir, log, teacher, cuda_memory_fraction)
-    if run.finished:
-        return RunResult(run.run_dir, run.history[-1] if run.history else {}, run.history)
+    run = build_run(config, run_dir, log, teacher, trial_gpus, threads)
+    try:
+        if run.finished:
+            return RunResult(run.run_dir, run.history[-1] if run.history else {}, run.history)
+        with deterministic_warnings(run.run_device, log):
+            _train_epochs(run, callback, log)
+        return RunResult(run.run_dir, run.history[-1], run.history)
+    finally:
+        run.close()
+
+
+def _train_epochs(run: Run, callback: EpochCallback | None, log: Callable[[str], None]) -> None:
+    """The epochs left to train: train, evaluate, record, report."""
     config = run.config
     show_progress = config.progress and sys.stderr.isatty()
+    checkpoint_seconds = config.checkpoint_every_seconds
+    if checkpoint_seconds is None:
+        checkpoint_seconds = run.run_device.checkpoint_seconds
     last_checkpoint = time.monotonic()
     for epoch in range(run.start_epoch, config.epochs):
         trained = train_one_epoch(run, epoch, show_progress)
@@ -878,12 +875,10 @@ def fit(config: RunConfig, run_dir: str | Path, callback: EpochCallback | None =
             per_class, group_prob = evaluate(run.model, run.test_batches, run.num_classes, run.eval_groups,
                                              run.amp_dtype)
         metrics = epoch_metrics(run, trained, per_class, group_prob, val_metrics)
-        checkpoint = (epoch + 1 == config.epochs
-                      or time.monotonic() - last_checkpoint >= config.checkpoint_every_seconds)
+        checkpoint = epoch + 1 == config.epochs or time.monotonic() - last_checkpoint >= checkpoint_seconds
         save_epoch(run, metrics, checkpoint)
         if checkpoint:
             last_checkpoint = time.monotonic()
         log(_format_epoch(metrics))
         if callback is not None:
             callback(metrics, run.run_dir / CHECKPOINT_NAME if checkpoint else None)
-    return RunResult(run.run_dir, run.history[-1], run.history)

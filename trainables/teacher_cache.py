@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from trainables.console import span
+from trainables.device import RunDevice
 from trainables.locks import Lease
 
 FORMAT = "ltkd-teacher-logits"
@@ -118,7 +119,7 @@ class TeacherLogits:
         self.manifest = manifest
         self.data = data  # (images, views, classes) memmap
         self.device_data: torch.Tensor | None = None
-        self.device = torch.device("cpu")
+        self.run_device = RunDevice(torch.device("cpu"))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -136,14 +137,15 @@ class TeacherLogits:
     def build_id(self) -> str:
         return self.manifest["build"]["id"]
 
-    def to_device(self, device: torch.device, max_bytes: int | None = None) -> bool:
-        """Look up on `device`: copy the whole table there when it fits in `max_bytes` (else
-        gather rows on the host and move only them). Returns whether the table was copied."""
-        self.device = torch.device(device)
-        if self.device.type == "cpu" or (max_bytes is not None and self.nbytes > max_bytes):
+    def to_device(self, run_device: RunDevice, max_bytes: int | None = None) -> bool:
+        """Look up for a run on `run_device`: on an accelerator, copy the whole table there when it
+        fits in `max_bytes` (else gather rows on the host and move only them). Returns whether the
+        table was copied."""
+        self.run_device = run_device
+        if not run_device.is_accelerator or (max_bytes is not None and self.nbytes > max_bytes):
             self.device_data = None
             return False
-        table = torch.empty(self.shape, dtype=TORCH_DTYPES[self.manifest["dtype"]], device=self.device)
+        table = torch.empty(self.shape, dtype=TORCH_DTYPES[self.manifest["dtype"]], device=run_device.device)
         step = max(1, (64 << 20) // max(1, self.data[:1].nbytes))  # copy about 64 MiB at a time
         for first in range(0, self.shape[0], step):
             table[first:first + step].copy_(torch.from_numpy(np.array(self.data[first:first + step])))
@@ -153,19 +155,14 @@ class TeacherLogits:
     def lookup(self, index: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """Teacher logits of images `index` through views `views` (both (B,) integer), float32 on the device.
 
-        On CUDA the small index (or the gathered rows) travels from pinned memory without a host sync.
+        The small index (or the gathered rows) travels as RunDevice.move sends it: on CUDA from
+        pinned memory without a host sync, and not at all when already there.
         """
         if self.device_data is not None:
-            flat = index.long() * self.shape[1] + views.long()
-            if flat.device != self.device:
-                flat = flat.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" \
-                    else flat.to(self.device)
+            flat = self.run_device.move(index.long() * self.shape[1] + views.long())
             return self.device_data.view(-1, self.shape[2])[flat].float()
         rows = np.asarray(self.data[index.cpu().numpy(), views.cpu().numpy()])  # a (B, C) copy
-        out = torch.from_numpy(rows).float()
-        if self.device.type == "cuda":
-            return out.pin_memory().to(self.device, non_blocking=True)
-        return out.to(self.device)
+        return self.run_device.move(torch.from_numpy(rows).float())
 
 
 def _manifest_signature(path: Path) -> tuple[int, int, int] | None:
@@ -446,12 +443,6 @@ def read_build_log(folder: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------- teacher views
-
-
-def build_batch_size(device: torch.device) -> int:
-    """Views per teacher forward pass when building: large on CUDA; 64 on CPU, where larger
-    batches were measured slower (resnet32x4 on 2 cores: 71 images/s at 64, 63 at 256)."""
-    return 1024 if torch.device(device).type == "cuda" else 64
 
 
 @torch.no_grad()

@@ -112,11 +112,11 @@ def run_trial(trial: TrialSpec, record: Recorder, fit: Fit | None = None) -> Non
             tune.report(reported_metrics(metrics))
 
         try:
-            # A fraction of a GPU is only a scheduling label to Ray: cap this trial's memory to its share.
-            memory_share = trial.gpus * 0.95 if 0 < trial.gpus < 1 else None
             teacher_files = _teacher_files(trial)
             log(f"trial {trial.trial_id} ({trial.stage}, cell {trial.cell}) on {socket.gethostname()}, pid {os.getpid()}")
-            result = fit(trial.run, run.path, callback=on_epoch, log=log, cuda_memory_fraction=memory_share,
+            # The trial's GPU share decides its device (none: the CPU, even on a GPU node) and, for a
+            # fraction, caps its memory: to Ray a fraction is only a scheduling label.
+            result = fit(trial.run, run.path, callback=on_epoch, log=log, trial_gpus=trial.gpus,
                          teacher_path=teacher_files, threads=max(1, int(trial.cpus)))
         except Exception as exc:
             record(trial, run.path, "errored", started, f"{type(exc).__name__}: {exc}")

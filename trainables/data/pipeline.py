@@ -99,7 +99,7 @@ class TensorBatches:
 
     def __init__(self, images: ImageSet, batch_size: int, device: torch.device, normalization: Normalization,
                  augment: bool = True, padding: int = 4, drop_last: bool = False, channels_last: bool = False,
-                 hflip: bool = True):
+                 hflip: bool = True, pin_memory: bool = False):
         if images.images is None:
             raise ValueError("TensorBatches needs images held in memory")
         tensor = torch.from_numpy(images.images)  # (N, H, W, C) uint8
@@ -114,6 +114,7 @@ class TensorBatches:
         self.hflip = bool(augment and hflip)  # the augmentation flips images horizontally
         self.drop_last = drop_last
         self.device = device
+        self.pin_memory = pin_memory  # host-to-device copies from pinned memory (RunDevice.pin_memory)
         self.channels_last = channels_last
         self.mean = torch.tensor(normalization.mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(normalization.std, device=device).view(1, -1, 1, 1) * 255
@@ -166,11 +167,12 @@ class TensorBatches:
                 yield inputs, labels, index, encode_views(rows, cols, flips, self.padding, self.hflip)
 
     def _to_device(self, *parts: torch.Tensor) -> torch.Tensor:
-        """Small CPU index tensors -> the device in one copy; on CUDA from pinned memory without a
-        host sync (the generator stays on the CPU, so runs reproduce across devices)."""
-        if self.device.type != "cuda":
-            return torch.stack(parts)
-        return torch.stack(parts).pin_memory().to(self.device, non_blocking=True)
+        """Small CPU index tensors -> the device in one copy; from pinned memory without a host sync
+        when pinning (the generator stays on the CPU, so runs reproduce across devices)."""
+        stacked = torch.stack(parts)
+        if self.pin_memory:
+            return stacked.pin_memory().to(self.device, non_blocking=True)
+        return stacked.to(self.device)
 
     def view_inputs(self, index: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """Normalised inputs of images `index` seen through `views` (what `epoch` yields for them)."""
@@ -283,7 +285,7 @@ class FileBatches:
     PREFETCH_FACTOR = 2
 
     def __init__(self, images: ImageSet, batch_size: int, device: torch.device, train: bool, image_size: int = 224,
-                 num_workers: int = 4, channels_last: bool = False, hflip: bool = True):
+                 num_workers: int = 4, channels_last: bool = False, hflip: bool = True, pin_memory: bool = False):
         from torchvision import transforms
 
         normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -295,7 +297,7 @@ class FileBatches:
             augment = transforms.Compose([transforms.RandomResizedCrop(image_size), *flip,
                                           transforms.ToTensor(), normalize])
         self.dataset = _FileDataset(images, augment, plain)
-        self.batch_size, self.device, self.train = batch_size, device, train
+        self.batch_size, self.device, self.train, self.pin_memory = batch_size, device, train, pin_memory
         self.num_workers, self.channels_last = max(0, int(num_workers)), channels_last
         self.labels = torch.from_numpy(images.labels)
         self._sampler = _PassSampler(len(self.dataset))
@@ -305,9 +307,6 @@ class FileBatches:
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
 
-    def _pin_memory(self) -> bool:
-        return self.device.type == "cuda"
-
     def _get_loader(self) -> torch.utils.data.DataLoader:
         if self._loader is None:
             workers = self.num_workers > 0
@@ -315,7 +314,7 @@ class FileBatches:
                 self.dataset, batch_size=self.batch_size, sampler=self._sampler, num_workers=self.num_workers,
                 # Private: DataLoader draws its workers' base seed from it (from the global RNG without one).
                 generator=torch.Generator().manual_seed(0),
-                pin_memory=self._pin_memory(), persistent_workers=workers,
+                pin_memory=self.pin_memory, persistent_workers=workers,
                 prefetch_factor=self.PREFETCH_FACTOR if workers else None,
             )
         return self._loader

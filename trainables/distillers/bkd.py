@@ -75,8 +75,10 @@ class BKD(Distiller):
         self.temperature = float(temperature)
         self.beta_effective = float(beta_effective)
         self.kd_weight = float(kd_weight)
-        log_w = effective_number_weights(class_counts, self.beta_effective).log()  # float64; cast per call
-        self.register_buffer("log_weights", log_w, persistent=False)
+        # Computed in float64 on the host. The buffer that moves with the distiller is float32 (what
+        # float32 and half-precision logits use; MPS has no float64); float64 logits use the host copy.
+        self.log_weights_float64 = effective_number_weights(class_counts, self.beta_effective).log()
+        self.register_buffer("log_weights", self.log_weights_float64.float(), persistent=False)
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, targets: torch.Tensor) -> torch.Tensor:
         zs, zt = student.logits, teacher.logits
@@ -86,7 +88,8 @@ class BKD(Distiller):
                 f"bkd: logits have {zs.shape[1]} classes (shape {tuple(zs.shape)}) but class_counts "
                 f"has {self.log_weights.shape[0]} entries"
             )
-        return self.kd_weight * _bkd_from_log_weights(zs, zt, self.log_weights, self.temperature)
+        log_w = self.log_weights_float64 if torch.float64 in (zs.dtype, zt.dtype) else self.log_weights
+        return self.kd_weight * _bkd_from_log_weights(zs, zt, log_w, self.temperature)
 
     def extra_repr(self) -> str:
         return f"T={self.temperature}, beta_effective={self.beta_effective}, kd_weight={self.kd_weight}"

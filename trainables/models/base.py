@@ -23,6 +23,14 @@ class ModelOutput(NamedTuple):
     pooled: torch.Tensor
 
 
+class GlobalAvgPool(nn.Module):
+    """Average over the spatial positions, (N, C, H, W) -> (N, C, 1, 1): AdaptiveAvgPool2d(1) written as
+    a mean, bitwise equal on CPU, whose CUDA backward has a deterministic kernel (the pooling's has none)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
 class Classifier(nn.Module):
     """Base of every model: `forward` gives logits, `forward_features` gives a ModelOutput.
 
@@ -72,7 +80,7 @@ class Classifier(nn.Module):
         return ModelOutput(self.classifier(pooled), stages, pooled)
 
     def set_head(self, num_features: int, num_classes: int) -> None:
-        """Adaptive global average pooling and a linear classifier over `num_features` channels."""
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        """Global average pooling and a linear classifier over `num_features` channels."""
+        self.avgpool = GlobalAvgPool()
         self.classifier = nn.Linear(num_features, num_classes)
         self.num_features = num_features

@@ -8,7 +8,7 @@ torch.optim makes its optimizer.
 
 stages are post-ReLU: for the ResNets [stem (before the max-pool), layer1..layer4], for
 MobileNetV1 [stem, 56x56, 28x28, 14x14, 7x7 stages at 224 input]; the last one is pooled
-(adaptive average pooling, so small test inputs work too).
+(global average pooling, so small test inputs work too).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from ._init import init_weights
 from ._registry import IMAGENET_LR, MODELS
-from .base import Classifier, Stage
+from .base import Classifier, GlobalAvgPool, Stage
 
 if TYPE_CHECKING:
     import torchvision
@@ -33,7 +33,7 @@ class TorchvisionResNet(Classifier):
         net = constructor(weights=None, num_classes=num_classes)  # weights=None: nothing is downloaded
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.avgpool = net.avgpool
+        self.avgpool = GlobalAvgPool()  # torchvision's AdaptiveAvgPool2d(1), with a deterministic backward
         self.classifier = net.fc
         self.num_features = net.fc.in_features
 

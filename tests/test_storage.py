@@ -296,6 +296,24 @@ def test_scratch_is_a_private_folder_of_this_user(tmp_path, monkeypatch):
         scratch_root()
 
 
+def test_a_private_scratch_folder_is_new_and_only_this_user_enters_it(tmp_path, monkeypatch):
+    from trainables.storage import private_scratch_folder
+
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "scratch"))
+    old = os.umask(0)
+    try:
+        first, second = private_scratch_folder("tune", "tiny"), private_scratch_folder("tune", "tiny")
+    finally:
+        os.umask(old)
+    assert first != second and list(first.iterdir()) == []
+    assert all((os.lstat(p).st_mode & 0o777) == 0o700 for p in (first, second, first.parent))
+    # A kind folder that is a link (planted before the first driver ran) is refused.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "scratch" / "planted").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StorageError, match="is not a private folder of this user"):
+        private_scratch_folder("planted", "tiny")
+
+
 def test_unused_old_mirrors_are_pruned_and_used_ones_kept(tmp_path):
     import subprocess
     import sys

@@ -65,6 +65,29 @@ def scratch_root() -> Path:
     return root
 
 
+def private_scratch_folder(kind: str, label: str) -> Path:
+    """A new folder under the scratch root, made here and now (never one found there), that only this user can enter.
+
+    For files one process writes and reads back (Ray Tune's experiment state): nobody else can plant
+    anything in it, so what is read from it is what this process wrote.
+    """
+    parent = scratch_root() / kind
+    try:
+        parent.mkdir(mode=0o700, exist_ok=True)
+        folder = parent / f"{label[:60]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        os.mkdir(folder, 0o700)  # fails when anything has the name: never a folder (or link) made by another
+        os.chmod(folder, 0o700, follow_symlinks=False)  # whatever the umask
+        infos = [os.lstat(parent), os.lstat(folder)]
+    except OSError as exc:
+        raise StorageError(f"scratch folder {parent} cannot be used ({exc.strerror or exc}); set {SCRATCH_ENV} to "
+                           "a folder of yours") from None
+    if any(not stat.S_ISDIR(i.st_mode) or i.st_uid != os.getuid() or i.st_mode & 0o022 for i in infos) \
+            or infos[1].st_mode & 0o077:
+        raise StorageError(f"scratch folder {parent} is not a private folder of this user (a link, another owner, "
+                           f"or writable by others); remove it or set {SCRATCH_ENV} to a folder only you can write")
+    return folder
+
+
 SCRATCH_KEEP_SECONDS = 24 * 3600  # an unused mirror is kept this long, in case the next trial needs it again
 _IN_USE = ".in-use"
 _held_scratch: dict[str, int] = {}  # scratch folders this process uses -> the fd holding their shared lock

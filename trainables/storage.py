@@ -351,7 +351,7 @@ class Location:
         """
         fs, inner = self.filesystem()
         for name in names:
-            local = Path(source) / name
+            local = _inside(Path(source), name)
             if not local.is_file():
                 continue
 
@@ -370,6 +370,22 @@ class Location:
         fs, inner = self.filesystem()
         for name in names:
             self._call("delete", lambda: fs.delete_file(f"{inner}/{name}"))
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """`folder / name` when `name` is a relative path of plain names whose file lies inside `folder` and is
+    no symbolic link; otherwise StorageError. Names to push may come from files others could write."""
+    path = folder / name
+    if not name or os.path.isabs(name) or any(part in ("", ".", "..") for part in name.split("/")):
+        raise StorageError(f"refusing to push '{name}' from {folder}: not a plain file name inside that folder "
+                           "(absolute, '..' or empty parts); remove whatever file named it")
+    try:
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:  # no such file: nothing to push
+        return path
+    if link or not path.resolve().is_relative_to(folder.resolve()):
+        raise StorageError(f"refusing to push {path}: a symbolic link or outside {folder}; remove it")
+    return path
 
 
 def _same_file(local: Path, info: pafs.FileInfo) -> bool:

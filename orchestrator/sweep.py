@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.layout import LOCK_FILE, SWEEP_FILE
 from orchestrator.plan import PlannedRun, cells, layout, plan_summary, storage_root, sweep_dir, teacher_runs
+from orchestrator.ray_auth import check_token_file, private_cluster_env
 from orchestrator.studies import CellSearch, opened_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
 from trainables.console import say
@@ -45,6 +46,8 @@ def preflight(config: SweepConfig, address: str | None) -> None:
     for entry in config.datasets:
         check_root(entry.name, entry.root)
     _check_writable(sweep_dir(config).parent)
+    if address:
+        check_token_file(os.environ)
     if address and address != "auto":
         _check_reachable(address)
     if config.tracking.mlflow_experiment:
@@ -474,6 +477,8 @@ def _start_ray(address: str | None, verbose: bool, config: SweepConfig) -> None:
         str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))}}
     # No address: always a private instance. A bare ray.init() would attach to whatever cluster
     # `ray start` last recorded on this machine (another user's, or a dead one's leftovers).
+    if not address:
+        os.environ.update(private_cluster_env())  # inherited by the cluster's processes only
     try:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as exc:

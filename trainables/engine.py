@@ -822,8 +822,9 @@ def _write_run_files(run_dir: Path, config: RunConfig, history: list[dict[str, A
 
 
 def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    with open(run_dir / METRICS_NAME, "a") as f:
-        f.write(metrics_lines([metrics]))
+    from trainables.run_files import append_text
+
+    append_text(run_dir / METRICS_NAME, metrics_lines([metrics]))
 
 
 # ----------------------------------------------------------------------------------- fit

@@ -11,9 +11,13 @@ Torch-free, so commands that only read run folders (`ltkd status`) never load to
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+from trainables.errors import UserError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "run.json"
@@ -53,6 +57,22 @@ def metrics_lines(history: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(m) + "\n" for m in history)
 
 
+def append_text(path: Path, text: str) -> None:
+    """Append `text` to the file at `path` (created with the umask's mode), never through a symbolic link.
+
+    Run folders are on shared storage: a train.log or metrics.jsonl planted as a link would have the
+    append land in whatever file it names.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symbolic link; remove it (appends never follow links)") from None
+        raise
+    with os.fdopen(fd, "a") as f:
+        f.write(text)
+
+
 class TrainLog:
     """Appends a run's log lines, each with its local time, to its train.log (and hands them on)."""
 
@@ -64,7 +84,6 @@ class TrainLog:
         import time
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        append_text(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         if self.echo is not None:
             self.echo(line)

@@ -31,7 +31,7 @@ RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, DATA_NAME, METRICS_NAME, TRAIN_LOG_NA
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch metrics of a local run folder ([] when it has none yet)."""
     path = Path(run_dir) / METRICS_NAME
-    return parse_metrics(path.read_text()) if path.exists() else []
+    return parse_metrics(path.read_text(), str(path)) if path.exists() else []
 
 
 def read_data_summary(run_dir: str | Path) -> dict[str, Any] | None:
@@ -47,9 +47,31 @@ def data_summary_text(class_counts, train_images: int, val_images: int, test_ima
                        "test_images": int(test_images)})
 
 
-def parse_metrics(text: str) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a metrics.jsonl text."""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+class MetricsError(UserError):
+    pass
+
+
+def parse_metrics(text: str, source: str = METRICS_NAME) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a metrics.jsonl text (`source`: the file, for errors).
+
+    A last line that is not JSON is an append a crash cut short: it is left out, so the run counts as
+    unfinished (resuming it rewrites the file from its checkpoint's history). Any other line that is
+    not a JSON object is a MetricsError naming the file and the line.
+    """
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    history = []
+    for index, (number, line) in enumerate(lines):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            if index == len(lines) - 1:
+                break
+            value = None
+        if not isinstance(value, dict):
+            raise MetricsError(f"{source} line {number} is not a JSON object ({line[:40]!r}); remove that line "
+                               "(or the run folder, to train the run again)")
+        history.append(value)
+    return history
 
 
 def metrics_lines(history: list[dict[str, Any]]) -> str:

@@ -32,6 +32,20 @@ def test_locations_name_paths_and_keep_uri_options(tmp_path):
         remote.local_path
 
 
+@pytest.mark.parametrize("option", ["client_secret", "sig", "token", "password", "key", "secret", "access_key",
+                                    "session_token", "credential", "Secret-Access-Key", "account_key", "sas_token"])
+def test_a_uri_with_a_secret_in_its_query_is_refused_without_echoing_it(option):
+    with pytest.raises(StorageError) as refused:
+        Location.parse(f"s3://bucket/sweeps?endpoint_override=h:9000&{option}=s3cr3t")
+    message = str(refused.value)
+    assert f"carries secrets in its query ({option})" in message and "s3cr3t" not in message and "\n" not in message
+
+
+def test_query_options_without_secrets_are_kept():
+    uri = "s3://bucket/sweeps?endpoint_override=h:9000&scheme=http&region=eu-west-1&role_arn=arn:x&anonymous=true"
+    assert Location.parse(uri).uri == uri
+
+
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_small_files_are_read_written_and_deleted_in_place(kind, tmp_path, request):
     base = Location.parse(tmp_path) if kind == "local" else Location.parse(request.getfixturevalue("s3_storage"))

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -146,6 +146,18 @@ def _filesystem(scheme: str, netloc: str, query: str) -> tuple[pafs.FileSystem, 
     return fs, bool(netloc) and inner.lstrip("/").startswith(netloc)
 
 
+# Query options that hold credentials (pyarrow's S3/GCS/Azure options, SAS signatures, generic names):
+# a name in the set, or one ending in one of the suffixes, once lower-cased with '-' as '_'.
+SECRET_OPTIONS = frozenset({"key", "secret", "token", "password", "passwd", "sig", "signature", "credential",
+                            "credentials", "auth", "authorization"})
+SECRET_SUFFIXES = tuple(f"_{name}" for name in SECRET_OPTIONS)
+
+
+def _names_a_secret(option: str) -> bool:
+    name = option.strip().lower().replace("-", "_")
+    return name in SECRET_OPTIONS or name.endswith(SECRET_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class Location:
     """A file or folder on a sweep's storage: a local path, or `scheme://...` plus the URI's query options."""
@@ -167,6 +179,10 @@ class Location:
             raise StorageError(f"storage '{parts.scheme}://...@{parts.netloc.split('@', 1)[1]}' carries credentials; "
                                "pass them in the environment instead (they would be written into sweep.json)")
         path = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+        secrets = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if _names_a_secret(name)]
+        if secrets:
+            raise StorageError(f"storage '{path}?...' carries secrets in its query ({', '.join(secrets)}); pass them in "
+                               "the environment instead (the URI is written into sweep.json and every trial's config)")
         return Location(path, parts.query)
 
     # -------------------------------------------------------------- names

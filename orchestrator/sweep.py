@@ -112,6 +112,10 @@ def load_sweep_folder(folder: str | Path) -> SweepConfig:
         config = parse_config(values)
     except (ValueError, ConfigError) as exc:
         raise SweepError(f"{location / SWEEP_FILE} cannot be read ({exc})") from None
+    if location.name != config.name:
+        # Its runs, Optuna studies and results are all keyed by the name in its config.
+        raise SweepError(f"{location} holds the sweep named '{config.name}' (its {SWEEP_FILE}), not '{location.name}': "
+                         f"a renamed sweep folder cannot be continued; rename the folder back to '{config.name}'")
     if sweep_dir(config) != location:
         # Moved, reached through another mount, or given other URI options: keep the storage it is in now.
         config.storage = location.parent.uri

@@ -300,3 +300,15 @@ def test_run_config_checks_the_factor_for_its_dataset():
     # With the default holdout of 50 per class the largest class has 450.
     with pytest.raises(UserError, match="at most 450"):
         RunConfig(dataset="cifar100", imbalance_factor=500, arch="resnet8", epochs=1).resolved()
+
+
+def test_a_renamed_sweep_folder_is_refused_naming_both_names(capsys, workspace):
+    original = workspace / "store" / "tiny"
+    original.mkdir(parents=True)
+    (original / "sweep.json").write_text(parse_config(tiny_config(workspace / "store")).to_json())
+    renamed = original.rename(workspace / "store" / "renamed")
+    before = tree(workspace)
+    for command in ("resume", "status"):
+        fails(capsys, [command, renamed], "holds the sweep named 'tiny'", "not 'renamed'",
+              "rename the folder back to 'tiny'")
+    assert tree(workspace) == before and not original.exists()

@@ -7,7 +7,8 @@
     <storage>/<sweep>/optuna.journal       every cell's Optuna study
     <storage>/<sweep>/runs/<cell>/<name>/  student run folders (trainables/run_files.py)
     <storage>/<sweep>/results/             one Parquet file per trial (results/store.py)
-    <storage>/<sweep>/ray/                 Ray Tune's experiment state and trial logs (trials/: every stage)
+    <storage>/<sweep>/ray/                 Ray Tune's state, written by older versions: never read now
+                                           (Tune's state is in the driver's private scratch folder)
 
 `storage` is a folder every node reaches or an object-store URI (trainables/storage.py).
 """
@@ -23,7 +24,7 @@ PLAN_FILE = "plan.json"
 LOCK_FILE = "driver.lock"
 JOURNAL_FILE = "optuna.journal"
 RUNS_DIR = "runs"
-RAY_DIR = "ray"
+RAY_DIR = "ray"  # older versions' Tune state; named so that tests can plant files there
 TEACHERS_DIR = "teachers"
 
 
@@ -61,10 +62,6 @@ class SweepLayout:
     @property
     def results(self) -> Location:
         return self.folder / RESULTS_DIR
-
-    @property
-    def ray(self) -> Location:
-        return self.folder / RAY_DIR
 
     @property
     def runs(self) -> Location:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +44,20 @@ def _journal_file(path: Path, driver: bool = False):
         # Only the driver holding the sweep's lock writes the journal: a journal lock found when it opens
         # it is a killed driver's, which Optuna would wait out (30 s) before breaking it.
         journal_lock_file(path).unlink(missing_ok=True)
+    _check_journal_file(path)
     # The open-lock works on shared (NFS) folders, where symlink locks may not.
     return JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+
+
+def _check_journal_file(path: Path) -> None:
+    """A journal that exists must be a plain file (lstat): Optuna opens it for appending, which follows links."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"Optuna journal {path} is not a plain file (a symbolic link or other); remove it (and "
+                        "restore the sweep's journal) before running this sweep")
 
 
 def journal_lock_file(path: Path) -> Path:
@@ -132,8 +146,9 @@ def _journal_backend(journal: Location, driver: bool = False):
 
 def run_outcome(run_dir: Location, epochs: int) -> dict[str, Any] | None:
     """The last epoch's metrics if the run finished, else None."""
-    history = parse_metrics((run_dir / METRICS_NAME).read_text() or "")
-    if history and history[-1]["epoch"] >= epochs:
+    history = parse_metrics((run_dir / METRICS_NAME).read_text() or "", str(run_dir / METRICS_NAME))
+    epoch = history[-1].get("epoch") if history else None
+    if isinstance(epoch, int) and epoch >= epochs:
         return history[-1]
     return None
 

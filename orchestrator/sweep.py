@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import socket
 import sys
 import time
@@ -23,12 +24,13 @@ from typing import Any
 
 from orchestrator.layout import LOCK_FILE, SWEEP_FILE
 from orchestrator.plan import PlannedRun, cells, layout, plan_summary, storage_root, sweep_dir, teacher_runs
+from orchestrator.ray_auth import check_token_file, private_cluster_env
 from orchestrator.studies import CellSearch, opened_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
 from trainables.console import say
 from trainables.errors import UserError
 from trainables.methods import get_method
-from trainables.storage import Location, StorageError
+from trainables.storage import Location, StorageError, private_scratch_folder
 
 class SweepError(UserError):
     pass
@@ -44,6 +46,8 @@ def preflight(config: SweepConfig, address: str | None) -> None:
     for entry in config.datasets:
         check_root(entry.name, entry.root)
     _check_writable(sweep_dir(config).parent)
+    if address:
+        check_token_file(os.environ)
     if address and address != "auto":
         _check_reachable(address)
     if config.tracking.mlflow_experiment:
@@ -108,6 +112,10 @@ def load_sweep_folder(folder: str | Path) -> SweepConfig:
         config = parse_config(values)
     except (ValueError, ConfigError) as exc:
         raise SweepError(f"{location / SWEEP_FILE} cannot be read ({exc})") from None
+    if location.name != config.name:
+        # Its runs, Optuna studies and results are all keyed by the name in its config.
+        raise SweepError(f"{location} holds the sweep named '{config.name}' (its {SWEEP_FILE}), not '{location.name}': "
+                         f"a renamed sweep folder cannot be continued; rename the folder back to '{config.name}'")
     if sweep_dir(config) != location:
         # Moved, reached through another mount, or given other URI options: keep the storage it is in now.
         config.storage = location.parent.uri
@@ -260,8 +268,14 @@ def tune_config(config: SweepConfig, total: int, search_alg, slots: int, schedul
                            reuse_actors=True)
 
 
-def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, scheduler=None) -> Any:
-    """One Tune run for every stage of the sweep (orchestrator/tune_glue.SweepSearcher hands out the trials)."""
+def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, tune_folder: Path, *, scheduler=None) -> Any:
+    """One Tune run for every stage of the sweep (orchestrator/tune_glue.SweepSearcher hands out the trials).
+
+    Tune keeps its experiment state in `tune_folder`, a private folder of this driver run's
+    (`private_scratch_folder`), never on the sweep's storage: Tune decodes cloudpickle in its
+    experiment state and in errored trials' error.pkl, so a file planted there would run code. The
+    sweep's own files are what a resume reads; Tune's state is never restored.
+    """
     import ray
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -274,9 +288,6 @@ def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, sched
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     loggers = [CSVLoggerCallback(), JsonLoggerCallback()]
     resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
-    ray_folder = layout(config).ray
-    # Ray keeps its experiment state and trial logs on the same storage, object stores included.
-    filesystem, ray_path = ray_folder.filesystem() if ray_folder.remote else (None, ray_folder.path)
     slots = trial_slots(config, ray.cluster_resources())
     say(f"trials at once: at most {slots} ("
         + ("resources.max_concurrent_trials)" if config.resources.max_concurrent_trials else
@@ -285,9 +296,7 @@ def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, sched
         tune.with_resources(ltkd_trial, resources),
         tune_config=tune_config(config, progress.total, search_alg, slots, scheduler),
         run_config=tune.RunConfig(
-            # One experiment folder for every driver run of the sweep, resumes included (trial ids
-            # differ across resumes, so their folders do too).
-            name=TUNE_EXPERIMENT, storage_path=ray_path, storage_filesystem=filesystem,
+            name=TUNE_EXPERIMENT, storage_path=str(tune_folder),
             failure_config=tune.FailureConfig(max_failures=config.max_retries),
             callbacks=[progress, *loggers, *tracking_callbacks(config, "sweep")], verbose=2 if verbose else 0,
         ),
@@ -298,7 +307,7 @@ def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, *, sched
         progress.close()
 
 
-TUNE_EXPERIMENT = "trials"  # <sweep>/ray/trials/ltkd_trial_<id>/: Tune's result.json and progress.csv
+TUNE_EXPERIMENT = "trials"  # <tune folder>/trials/ltkd_trial_<id>/: Tune's result.json, progress.csv, error.txt
 
 
 def tracking_callbacks(config: SweepConfig, stage: str) -> list:
@@ -331,8 +340,9 @@ def _unfinished(config: SweepConfig, stage: str, runs: list[PlannedRun]) -> list
     return todo
 
 
-def _run_stages(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[int, int]:
-    """Teachers, searches and finals in one Tune run. Returns (failed teachers, errored students)."""
+def _run_stages(config: SweepConfig, verbose: bool, tune_folder: Path, stop_check=None) -> tuple[int, int]:
+    """Teachers, searches and finals in one Tune run (none when nothing is left to run).
+    Returns (failed teachers, errored students)."""
     from contextlib import nullcontext
 
     from orchestrator.plan import cell_final_runs, cell_teachers
@@ -384,7 +394,10 @@ def _run_stages(config: SweepConfig, verbose: bool, stop_check=None) -> tuple[in
                                          max_t=max(run_epochs(config, search) for search in searches))
         total = len(todo) + sum(search.remaining() for search in searches) + finals
         progress = _progress(config, total, stop_check)
-        results = _tune_run(config, progress, verbose, searcher, scheduler=scheduler)
+        if searcher.nothing_to_run():
+            say("nothing left to run")
+            return 0, 0
+        results = _tune_run(config, progress, verbose, searcher, tune_folder, scheduler=scheduler)
     errored = sum(1 for r in results if r.error is not None and r.config.get("trial", {}).get("stage") != "teacher")
     return len(searcher.failed_teachers), errored
 
@@ -430,9 +443,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
         layout(config).plan_file.write_text(json.dumps(plan, indent=1))
         say(f"sweep {config.name}: {folder}" + (" (resuming)" if resume else ""))
         say(_plan_line(plan))
+        tune_folder = private_scratch_folder("tune", config.name)
         _start_ray(address, verbose, config)
         try:
-            failed_teachers, failed = _run_stages(config, verbose, lock.taken_over)
+            failed_teachers, failed = _run_stages(config, verbose, tune_folder, lock.taken_over)
             lock.stop_if_taken_over()
         except Exception:
             lock.stop_if_taken_over()  # a run ended by the takeover: say that, not Tune's error
@@ -441,14 +455,16 @@ def run_sweep(config: SweepConfig, address: str | None = None, verbose: bool = F
             import ray
 
             ray.shutdown()
+        if not failed_teachers and not failed:
+            shutil.rmtree(tune_folder, ignore_errors=True)  # kept otherwise: Tune's error.txt of each errored trial
         if failed_teachers:
             raise SweepError(f"{failed_teachers} teacher runs failed after {config.max_retries} retries (their cells' "
-                             f"students did not run); see their logs under {layout(config).ray}, fix the cause and "
+                             f"students did not run); see their train.log and Tune's logs under {tune_folder}, fix the cause and "
                              f"`ltkd resume {shlex.quote(folder.uri)}`")
         say(f"sweep {config.name} finished in {(time.time() - started) / 60:.1f} min")
         _print_table(folder)
         if failed:
-            print(f"{failed} trials errored after {config.max_retries} retries; `ltkd resume {shlex.quote(folder.uri)}` retries "
+            print(f"{failed} trials errored after {config.max_retries} retries (Tune's logs: {tune_folder}); `ltkd resume {shlex.quote(folder.uri)}` retries "
                   "unfinished runs", file=sys.stderr)
             return 1
         return 0
@@ -465,6 +481,8 @@ def _start_ray(address: str | None, verbose: bool, config: SweepConfig) -> None:
         str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))}}
     # No address: always a private instance. A bare ray.init() would attach to whatever cluster
     # `ray start` last recorded on this machine (another user's, or a dead one's leftovers).
+    if not address:
+        os.environ.update(private_cluster_env())  # inherited by the cluster's processes only
     try:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as exc:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from trainables.config import TEACHER_CACHE_DTYPES, TEACHER_CACHE_MODES
+from trainables.config import SEED_MAX, TEACHER_CACHE_DTYPES, TEACHER_CACHE_MODES, is_seed
 from trainables.errors import UserError
 from trainables.metrics import OBJECTIVES, validation_twin
 
@@ -426,10 +426,8 @@ def validate(config: SweepConfig) -> None:
     need(len(config.datasets) >= 1, "datasets must list at least one dataset")
     need(len(config.pairs) >= 1, "pairs must list at least one teacher/student pair")
     need(len(config.methods) >= 1, "methods must list at least one method")
-    need(isinstance(config.seeds, list) and len(config.seeds) >= 1 and all(isinstance(s, int) and not isinstance(s, bool)
-         for s in config.seeds) and len(set(config.seeds)) == len(config.seeds),
-         f"seeds must be a non-empty list of distinct integers, got {config.seeds!r}")
-    need(isinstance(config.data_seed, int), f"data_seed must be an integer, got {config.data_seed!r}")
+    need(_seed_list(config.seeds), f"seeds must be a non-empty list of distinct integers{SEED_RANGE}, got {config.seeds!r}")
+    need(is_seed(config.data_seed), f"data_seed must be an integer{SEED_RANGE}, got {config.data_seed!r}")
     for key in ("teacher_epochs", "student_epochs", "batch_size"):
         value = getattr(config, key)
         need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
@@ -520,8 +518,11 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+SEED_RANGE = f" from 0 to {SEED_MAX} (2**63 - 1)"
+
+
 def _seed_list(value: Any) -> bool:
-    return isinstance(value, list) and len(value) >= 1 and all(_int(s) for s in value) and len(set(value)) == len(value)
+    return isinstance(value, list) and len(value) >= 1 and all(is_seed(s) for s in value) and len(set(value)) == len(value)
 
 
 def _validate_device(config: SweepConfig, need) -> None:
@@ -552,7 +553,7 @@ def _validate_protocol(config: SweepConfig, need) -> None:
          f"search_baselines must be true or false, got {_shown(config.search_baselines)}")
     if config.search_seeds is not None:
         need(_seed_list(config.search_seeds),
-             f"search_seeds must be a non-empty list of distinct integers, got {config.search_seeds!r}")
+             f"search_seeds must be a non-empty list of distinct integers{SEED_RANGE}, got {config.search_seeds!r}")
         # One run per search trial: a trial's value is one run's metric (several seeds per trial would
         # need their mean, which the ask/tell loop does not compute).
         need(len(config.search_seeds) == 1,
@@ -562,7 +563,7 @@ def _validate_protocol(config: SweepConfig, need) -> None:
         need(not shared, f"search_seeds must not overlap seeds (a search trial is never reported as a final run): "
                          f"{shared[0] if shared else ''} is in both; pick a seed not in {config.seeds!r}")
     need(_seed_list(config.teacher_seeds),
-         f"teacher_seeds must be a non-empty list of distinct integers, got {config.teacher_seeds!r}")
+         f"teacher_seeds must be a non-empty list of distinct integers{SEED_RANGE}, got {config.teacher_seeds!r}")
     need(len(config.teacher_seeds) == 1 or sorted(config.teacher_seeds) == sorted(config.seeds),
          f"teacher_seeds must be one seed (one teacher serves every student seed) or the same seeds as seeds "
          f"(paired one to one), got {config.teacher_seeds!r} with seeds {config.seeds!r}")
@@ -611,7 +612,8 @@ def _schema_extras() -> dict[tuple[type, str], dict[str, Any]]:
     from trainables.methods import METHODS
 
     at_least_one = {"minItems": 1}
-    seed_list = {"minItems": 1, "uniqueItems": True}
+    seed = {"minimum": 0, "maximum": SEED_MAX}
+    seed_list = {"minItems": 1, "uniqueItems": True, "items": seed}
     return {
         (SweepConfig, "name"): {"pattern": f"^{NAME_PATTERN.pattern}$", "not": {"enum": [".", ".."]}},
         (SweepConfig, "storage"): {"pattern": r"\S"},
@@ -619,6 +621,7 @@ def _schema_extras() -> dict[tuple[type, str], dict[str, Any]]:
         (SweepConfig, "pairs"): at_least_one,
         (SweepConfig, "methods"): at_least_one,
         (SweepConfig, "seeds"): seed_list,
+        (SweepConfig, "data_seed"): seed,
         (SweepConfig, "teacher_epochs"): {"minimum": 1},
         (SweepConfig, "student_epochs"): {"minimum": 1},
         (SweepConfig, "batch_size"): {"minimum": 1},

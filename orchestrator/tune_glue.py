@@ -95,7 +95,14 @@ class SweepSearcher(Searcher):
             if run is not None:
                 self.turn = (self.turn + offset + 1) % max(1, len(ready))
                 return run, search
-        for cell in self.cells:  # cells whose search has ended (or that have none) get their final runs
+        self._plan_finals()
+        if self.finals:
+            return self.finals.pop(0), None
+        return None
+
+    def _plan_finals(self) -> None:
+        """Cells whose search has ended (or that have none) get their final runs, once."""
+        for cell in self.cells:
             search = self.searches.get(cell.key)
             if cell.key in self.finals_planned or not self._ready(cell):
                 continue
@@ -104,9 +111,17 @@ class SweepSearcher(Searcher):
             self.finals_planned.add(cell.key)
             self.finals += [run for run in self.final_runs(cell, search.best_hparams() if search else None)
                             if not self.skip(run)]
-        if self.finals:
-            return self.finals.pop(0), None
-        return None
+
+    def nothing_to_run(self) -> bool:
+        """Whether the sweep is finished before any trial: no teacher, search trial or final run is left.
+
+        Asks Optuna for nothing (a search with trials left is not finished); plans the finals of ended
+        searches, which `suggest` then hands out.
+        """
+        if self.teachers or self.by_trial or any(s.remaining() or s.live for s in self.searches.values()):
+            return False
+        self._plan_finals()
+        return not self.finals
 
     def suggest(self, trial_id: str):
         suggested = self._suggest_run()

@@ -20,7 +20,7 @@ lock; two writers of the same trial both write complete files and the last renam
 Reads (`read_results`): every file is checked: its schema version (file metadata
 `ltkd_sweep.schema_version`) and its columns. A file from an older schema is upgraded on read
 (`_UPGRADES`: version 1 files get the columns of version 2 as nulls); a file from a newer schema
-is an error (upgrade ltkd-sweep); a truncated or foreign Parquet file is skipped with a warning
+is skipped with a warning (upgrade ltkd-sweep to read it), as a truncated or foreign Parquet file is
 naming it.
 """
 from __future__ import annotations
@@ -463,9 +463,9 @@ def _read_file(fs: pafs.FileSystem, path: str, schema: pa.Schema, final_only: bo
                 version = int(metadata[META_VERSION_KEY])
             except ValueError:
                 return None, f"unreadable schema version {metadata[META_VERSION_KEY]!r}"
-            if version > SCHEMA_VERSION:
-                raise UserError(f"{path} was written by a newer ltkd-sweep (schema {version} > {SCHEMA_VERSION}); "
-                                "upgrade ltkd-sweep to read it")
+            if version > SCHEMA_VERSION:  # one such file (planted, or a newer driver's) must not block every read
+                return None, (f"written by a newer ltkd-sweep (schema {version} > {SCHEMA_VERSION}); upgrade "
+                              "ltkd-sweep to read it")
             # A current file reads only the columns asked for; an older one whole, for its upgrade.
             columns = schema.names if version == SCHEMA_VERSION and schema is not SCHEMA else None
             # The final row is the file's last row: write_trial gives it a row group of its own (older files

@@ -208,13 +208,24 @@ def test_bad_name_in_the_config_file_from_the_cli(capsys, workspace):
     ("", ["--storage must be a folder or URI"]),
     ("   ", ["--storage must be a folder or URI"]),
     ("s3://KEY:SECRET@bucket/sweeps", ["--storage", "carries credentials; pass them in the environment instead"]),
+    ("gs://bucket/x?client_secret=s3cr3t", ["--storage", "carries secrets in its query (client_secret)"]),
+    ("s3://bucket/sweeps?region=eu-west-1&session_token=s3cr3t&secret_key=s3cr3t",
+     ["--storage", "carries secrets in its query (session_token, secret_key); pass them in the environment"]),
+    ("az://c/x?sv=2022&sig=s3cr3t", ["--storage", "carries secrets in its query (sig)"]),
 ])
 def test_bad_storage_flag(capsys, workspace, storage, needles):
     path = workspace / "c.json"
     path.write_text(json.dumps(tiny_config(workspace / "store")))
     message = fails(capsys, ["sweep", path, "--storage", storage], *needles)
-    assert "SECRET" not in message
+    assert "SECRET" not in message and "s3cr3t" not in message
     assert tree(workspace) == {"c.json"}
+
+
+def test_a_secret_in_the_config_files_storage_query_is_refused(capsys, workspace):
+    path = workspace / "c.json"
+    path.write_text(json.dumps(tiny_config("s3://bucket/sweeps?endpoint_override=h:9000&token=s3cr3t")))
+    message = fails(capsys, ["sweep", path], "carries secrets in its query (token)")
+    assert "s3cr3t" not in message and tree(workspace) == {"c.json"}
 
 
 def test_name_and_storage_overrides_are_checked_together(capsys, workspace):
@@ -289,3 +300,15 @@ def test_run_config_checks_the_factor_for_its_dataset():
     # With the default holdout of 50 per class the largest class has 450.
     with pytest.raises(UserError, match="at most 450"):
         RunConfig(dataset="cifar100", imbalance_factor=500, arch="resnet8", epochs=1).resolved()
+
+
+def test_a_renamed_sweep_folder_is_refused_naming_both_names(capsys, workspace):
+    original = workspace / "store" / "tiny"
+    original.mkdir(parents=True)
+    (original / "sweep.json").write_text(parse_config(tiny_config(workspace / "store")).to_json())
+    renamed = original.rename(workspace / "store" / "renamed")
+    before = tree(workspace)
+    for command in ("resume", "status"):
+        fails(capsys, [command, renamed], "holds the sweep named 'tiny'", "not 'renamed'",
+              "rename the folder back to 'tiny'")
+    assert tree(workspace) == before and not original.exists()

@@ -296,7 +296,7 @@ def test_the_schema_refuses_every_wrong_type_the_parser_refuses(validator, path,
 # the parser refuses each naming the key, so the schema is never stricter than the parser.
 PAST_LIMITS = {
     "name": "my sweep", "storage": " ", "datasets": [], "pairs": [], "methods": [], "seeds": [0, 0],
-    "teacher_epochs": 0, "student_epochs": 0, "batch_size": 0, "objective": "loss", "max_retries": -1,
+    "data_seed": -1, "teacher_epochs": 0, "student_epochs": 0, "batch_size": 0, "objective": "loss", "max_retries": -1,
     "device": "gpu", "teacher_cache": "always", "teacher_cache_dtype": "bfloat16", "test_every": 0,
     "checkpoint_every_seconds": -1,
     "selection": "train", "search_seeds": [5, 6], "teacher_seeds": [],
@@ -320,6 +320,37 @@ def test_the_schema_limits_are_the_parsers(validator, dotted, value):
         parse_config(config)
     assert str(error.value).startswith(key_path(path)), str(error.value)
     assert errors(validator, config), f"the schema accepts {dotted} = {value!r}"
+
+
+SEED_KEYS = ["seeds", "search_seeds", "teacher_seeds", "data_seed"]
+
+
+@pytest.mark.parametrize("key", SEED_KEYS)
+@pytest.mark.parametrize("seed,accepted", [(-1, False), (0, True), (2 ** 63 - 1, True), (2 ** 63, False),
+                                           (10 ** 30, False)])
+def test_seeds_have_one_range_in_the_parser_and_the_schema(validator, key, seed, accepted):
+    """Seeds outside 0..2**63-1 fail inside every trial (then retried): refused at load, in one line naming the key."""
+    value = seed if key == "data_seed" else [seed]
+    config = {**base_config(), key: value, **({"seeds": [7]} if key == "search_seeds" else {}),
+              **({"seeds": [seed]} if key == "teacher_seeds" and accepted else {})}
+    assert (not errors(validator, config)) == accepted, (key, seed)
+    if accepted:
+        parse_config(config)
+        return
+    with pytest.raises(ConfigError) as error:
+        parse_config(config)
+    message = str(error.value)
+    assert message.startswith(key) and "from 0 to 9223372036854775807" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("key", ["seed", "data_seed"])
+@pytest.mark.parametrize("seed", [-1, 2 ** 63])
+def test_a_run_config_refuses_seeds_out_of_range(key, seed):
+    from trainables.config import RunConfig
+    from trainables.errors import UserError
+
+    with pytest.raises(UserError, match=f"^{key} must be an integer from 0 to 9223372036854775807"):
+        RunConfig(dataset="digits", imbalance_factor=100, arch="resnet8", **{key: seed}).resolved()
 
 
 # ------------------------------------------------------------------------------------ the command

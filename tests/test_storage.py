@@ -32,6 +32,20 @@ def test_locations_name_paths_and_keep_uri_options(tmp_path):
         remote.local_path
 
 
+@pytest.mark.parametrize("option", ["client_secret", "sig", "token", "password", "key", "secret", "access_key",
+                                    "session_token", "credential", "Secret-Access-Key", "account_key", "sas_token"])
+def test_a_uri_with_a_secret_in_its_query_is_refused_without_echoing_it(option):
+    with pytest.raises(StorageError) as refused:
+        Location.parse(f"s3://bucket/sweeps?endpoint_override=h:9000&{option}=s3cr3t")
+    message = str(refused.value)
+    assert f"carries secrets in its query ({option})" in message and "s3cr3t" not in message and "\n" not in message
+
+
+def test_query_options_without_secrets_are_kept():
+    uri = "s3://bucket/sweeps?endpoint_override=h:9000&scheme=http&region=eu-west-1&role_arn=arn:x&anonymous=true"
+    assert Location.parse(uri).uri == uri
+
+
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_small_files_are_read_written_and_deleted_in_place(kind, tmp_path, request):
     base = Location.parse(tmp_path) if kind == "local" else Location.parse(request.getfixturevalue("s3_storage"))
@@ -294,6 +308,24 @@ def test_scratch_is_a_private_folder_of_this_user(tmp_path, monkeypatch):
     monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "link"))
     with pytest.raises(StorageError, match="is not a private folder of this user"):
         scratch_root()
+
+
+def test_a_private_scratch_folder_is_new_and_only_this_user_enters_it(tmp_path, monkeypatch):
+    from trainables.storage import private_scratch_folder
+
+    monkeypatch.setenv("LTKD_SCRATCH", str(tmp_path / "scratch"))
+    old = os.umask(0)
+    try:
+        first, second = private_scratch_folder("tune", "tiny"), private_scratch_folder("tune", "tiny")
+    finally:
+        os.umask(old)
+    assert first != second and list(first.iterdir()) == []
+    assert all((os.lstat(p).st_mode & 0o777) == 0o700 for p in (first, second, first.parent))
+    # A kind folder that is a link (planted before the first driver ran) is refused.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "scratch" / "planted").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StorageError, match="is not a private folder of this user"):
+        private_scratch_folder("planted", "tiny")
 
 
 def test_unused_old_mirrors_are_pruned_and_used_ones_kept(tmp_path):

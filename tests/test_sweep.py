@@ -780,9 +780,6 @@ def test_every_run_folder_holds_its_log_and_tensorboard_events(finished_sweep):
             for run in runs if "seed1-" in run.name}
     assert len(pids) <= 2 or (os.cpu_count() or 1) >= 3  # a machine with 3 CPUs runs all 3 at once
     assert len(pids) >= 1
-    # Tune's own files are on (tune.ExperimentAnalysis reads them): one experiment for every stage, short trial folders.
-    assert sorted(p.name for p in (sweep / "ray").iterdir() if p.is_dir()) == ["trials"]
-    trial_dirs = [p for p in (sweep / "ray" / "trials").iterdir() if p.is_dir()]
-    assert len(trial_dirs) == len(runs) and all(re.fullmatch(r"ltkd_trial_\w+", p.name) for p in trial_dirs)
-    assert all((p / "result.json").is_file() and (p / "progress.csv").is_file() for p in trial_dirs)
+    # Tune's own state is kept in the driver's private scratch folder, never on the shared storage.
+    assert not (sweep / "ray").exists()
     assert len(final) == 6

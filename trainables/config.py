@@ -237,8 +237,18 @@ class RunConfig:
              f"teacher_cache_dtype must be one of {', '.join(TEACHER_CACHE_DTYPES)}, got {self.teacher_cache_dtype!r}")
         check_test_every(self.test_every)
         check_checkpoint_every_seconds(self.checkpoint_every_seconds)
-        need(isinstance(self.seed, int) and isinstance(self.data_seed, int), "seed and data_seed must be integers")
+        for key in ("seed", "data_seed"):
+            need(is_seed(getattr(self, key)), f"{key} must be an integer from 0 to {SEED_MAX} (2**63 - 1), "
+                                              f"got {getattr(self, key)!r}")
         need(isinstance(self.deterministic, bool), f"deterministic must be true or false, got {self.deterministic!r}")
+
+
+SEED_MAX = 2 ** 63 - 1  # seeds outside 0..SEED_MAX fail inside every trial (torch's and numpy's seeding)
+
+
+def is_seed(value: object) -> bool:
+    """Whether `value` is a seed every run accepts: an integer (not a bool) from 0 to SEED_MAX."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX
 
 
 def _teacher_arch_on_disk(teacher: str) -> str | None:

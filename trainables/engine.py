@@ -46,8 +46,8 @@ from trainables.distillers import DistillContext, MethodSpec, get_method, warmup
 from trainables.errors import UserError
 from trainables.metrics import GROUPS, TEST_METRICS, VALIDATION_METRICS
 from trainables.models import ModelOutput, create_model
-from trainables.run_files import (CHECKPOINT_NAME, CONFIG_NAME, DATA_NAME, METRICS_NAME, data_summary_text, metrics_lines,
-                                  parse_metrics, read_metrics)
+from trainables.run_files import (CHECKPOINT_NAME, CONFIG_NAME, DATA_NAME, METRICS_NAME, append_text,
+                                  data_summary_text, metrics_lines, parse_metrics, read_metrics)
 from trainables.storage import Location
 
 # The run-folder names, `read_metrics`/`parse_metrics` and VALIDATION_METRICS live in the torch-free
@@ -777,7 +777,7 @@ def save_epoch(run: Run, metrics: dict[str, Any], checkpoint: bool = True) -> No
         "rng": _rng_state(run), "history": run.history,
     }
     save_atomic(payload, run.run_dir / CHECKPOINT_NAME)
-    _append_metrics(run.run_dir, metrics)
+    _append_metrics(run.run_dir, metrics, sync=True)  # the lines so far reach the disk with each checkpoint
 
 
 def _format_epoch(m: dict[str, Any]) -> str:
@@ -803,9 +803,8 @@ def _write_run_files(run_dir: Path, config: RunConfig, history: list[dict[str, A
     Location.parse(run_dir / METRICS_NAME).write_text(metrics_lines(history))
 
 
-def _append_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    with open(run_dir / METRICS_NAME, "a") as f:
-        f.write(metrics_lines([metrics]))
+def _append_metrics(run_dir: Path, metrics: dict[str, Any], sync: bool = False) -> None:
+    append_text(run_dir / METRICS_NAME, metrics_lines([metrics]), sync=sync)
 
 
 # ----------------------------------------------------------------------------------- fit

@@ -11,9 +11,13 @@ Torch-free, so commands that only read run folders (`ltkd status`) never load to
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+from trainables.errors import UserError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "run.json"
@@ -27,7 +31,7 @@ RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, DATA_NAME, METRICS_NAME, TRAIN_LOG_NA
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch metrics of a local run folder ([] when it has none yet)."""
     path = Path(run_dir) / METRICS_NAME
-    return parse_metrics(path.read_text()) if path.exists() else []
+    return parse_metrics(path.read_text(), str(path)) if path.exists() else []
 
 
 def read_data_summary(run_dir: str | Path) -> dict[str, Any] | None:
@@ -43,14 +47,56 @@ def data_summary_text(class_counts, train_images: int, val_images: int, test_ima
                        "test_images": int(test_images)})
 
 
-def parse_metrics(text: str) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a metrics.jsonl text."""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+class MetricsError(UserError):
+    pass
+
+
+def parse_metrics(text: str, source: str = METRICS_NAME) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a metrics.jsonl text (`source`: the file, for errors).
+
+    A last line that is not JSON is an append a crash cut short: it is left out, so the run counts as
+    unfinished (resuming it rewrites the file from its checkpoint's history). Any other line that is
+    not a JSON object is a MetricsError naming the file and the line.
+    """
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    history = []
+    for index, (number, line) in enumerate(lines):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            if index == len(lines) - 1:
+                break
+            value = None
+        if not isinstance(value, dict):
+            raise MetricsError(f"{source} line {number} is not a JSON object ({line[:40]!r}); remove that line "
+                               "(or the run folder, to train the run again)")
+        history.append(value)
+    return history
 
 
 def metrics_lines(history: list[dict[str, Any]]) -> str:
     """The metrics.jsonl text of a history."""
     return "".join(json.dumps(m) + "\n" for m in history)
+
+
+def append_text(path: Path, text: str, sync: bool = False) -> None:
+    """Append `text` to the file at `path` (created with the umask's mode), never through a symbolic link;
+    with `sync`, on the disk before returning.
+
+    Run folders are on shared storage: a train.log or metrics.jsonl planted as a link would have the
+    append land in whatever file it names.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symbolic link; remove it (appends never follow links)") from None
+        raise
+    with os.fdopen(fd, "a") as f:
+        f.write(text)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class TrainLog:
@@ -64,7 +110,6 @@ class TrainLog:
         import time
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        append_text(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         if self.echo is not None:
             self.echo(line)

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -63,6 +63,29 @@ def scratch_root() -> Path:
         raise StorageError(f"scratch folder {root} is not a private folder of this user (a link, another owner, or "
                            f"writable by others); remove it or set {SCRATCH_ENV} to a folder only you can write")
     return root
+
+
+def private_scratch_folder(kind: str, label: str) -> Path:
+    """A new folder under the scratch root, made here and now (never one found there), that only this user can enter.
+
+    For files one process writes and reads back (Ray Tune's experiment state): nobody else can plant
+    anything in it, so what is read from it is what this process wrote.
+    """
+    parent = scratch_root() / kind
+    try:
+        parent.mkdir(mode=0o700, exist_ok=True)
+        folder = parent / f"{label[:60]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        os.mkdir(folder, 0o700)  # fails when anything has the name: never a folder (or link) made by another
+        os.chmod(folder, 0o700, follow_symlinks=False)  # whatever the umask
+        infos = [os.lstat(parent), os.lstat(folder)]
+    except OSError as exc:
+        raise StorageError(f"scratch folder {parent} cannot be used ({exc.strerror or exc}); set {SCRATCH_ENV} to "
+                           "a folder of yours") from None
+    if any(not stat.S_ISDIR(i.st_mode) or i.st_uid != os.getuid() or i.st_mode & 0o022 for i in infos) \
+            or infos[1].st_mode & 0o077:
+        raise StorageError(f"scratch folder {parent} is not a private folder of this user (a link, another owner, "
+                           f"or writable by others); remove it or set {SCRATCH_ENV} to a folder only you can write")
+    return folder
 
 
 SCRATCH_KEEP_SECONDS = 24 * 3600  # an unused mirror is kept this long, in case the next trial needs it again
@@ -123,6 +146,18 @@ def _filesystem(scheme: str, netloc: str, query: str) -> tuple[pafs.FileSystem, 
     return fs, bool(netloc) and inner.lstrip("/").startswith(netloc)
 
 
+# Query options that hold credentials (pyarrow's S3/GCS/Azure options, SAS signatures, generic names):
+# a name in the set, or one ending in one of the suffixes, once lower-cased with '-' as '_'.
+SECRET_OPTIONS = frozenset({"key", "secret", "token", "password", "passwd", "sig", "signature", "credential",
+                            "credentials", "auth", "authorization"})
+SECRET_SUFFIXES = tuple(f"_{name}" for name in SECRET_OPTIONS)
+
+
+def _names_a_secret(option: str) -> bool:
+    name = option.strip().lower().replace("-", "_")
+    return name in SECRET_OPTIONS or name.endswith(SECRET_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class Location:
     """A file or folder on a sweep's storage: a local path, or `scheme://...` plus the URI's query options."""
@@ -144,6 +179,10 @@ class Location:
             raise StorageError(f"storage '{parts.scheme}://...@{parts.netloc.split('@', 1)[1]}' carries credentials; "
                                "pass them in the environment instead (they would be written into sweep.json)")
         path = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+        secrets = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if _names_a_secret(name)]
+        if secrets:
+            raise StorageError(f"storage '{path}?...' carries secrets in its query ({', '.join(secrets)}); pass them in "
+                               "the environment instead (the URI is written into sweep.json and every trial's config)")
         return Location(path, parts.query)
 
     # -------------------------------------------------------------- names
@@ -328,7 +367,7 @@ class Location:
         """
         fs, inner = self.filesystem()
         for name in names:
-            local = Path(source) / name
+            local = _inside(Path(source), name)
             if not local.is_file():
                 continue
 
@@ -347,6 +386,22 @@ class Location:
         fs, inner = self.filesystem()
         for name in names:
             self._call("delete", lambda: fs.delete_file(f"{inner}/{name}"))
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """`folder / name` when `name` is a relative path of plain names whose file lies inside `folder` and is
+    no symbolic link; otherwise StorageError. Names to push may come from files others could write."""
+    path = folder / name
+    if not name or os.path.isabs(name) or any(part in ("", ".", "..") for part in name.split("/")):
+        raise StorageError(f"refusing to push '{name}' from {folder}: not a plain file name inside that folder "
+                           "(absolute, '..' or empty parts); remove whatever file named it")
+    try:
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:  # no such file: nothing to push
+        return path
+    if link or not path.resolve().is_relative_to(folder.resolve()):
+        raise StorageError(f"refusing to push {path}: a symbolic link or outside {folder}; remove it")
+    return path
 
 
 def _same_file(local: Path, info: pafs.FileInfo) -> bool:

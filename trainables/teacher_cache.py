@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -57,6 +58,14 @@ FORMAT = "ltkd-teacher-logits"
 FORMAT_VERSION = 1
 CACHE_DIR_NAME = "logit_cache"
 MANIFEST_NAME = "manifest.json"
+# Every cache data file's name (`_build` makes them): a manifest naming anything else is foreign, and
+# is neither read nor pushed (its name could lead out of the cache folder).
+DATA_FILE_PATTERN = re.compile(r"logits-[0-9]{8}T[0-9]{6}-[0-9]+-[0-9a-f]{8}\.bin")
+
+
+def is_data_file_name(name: object) -> bool:
+    """Whether `name` is a cache data file's name (DATA_FILE_PATTERN), a plain name in its folder."""
+    return isinstance(name, str) and DATA_FILE_PATTERN.fullmatch(name) is not None
 LOCK_NAME = "build.lock"
 BUILD_LOG_NAME = "builds.log"
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -198,7 +207,9 @@ def open_valid(folder: str | Path, key: Mapping[str, Any], shape: tuple[int, int
     if manifest.get("dtype") != dtype or list(manifest.get("shape", [])) != list(shape):
         return None, (f"shape/dtype mismatch ({manifest.get('shape')} {manifest.get('dtype')}, "
                       f"expected {list(shape)} {dtype})")
-    data_path = folder / str(manifest.get("data_file", ""))
+    if not is_data_file_name(manifest.get("data_file")):
+        return None, f"manifest names a data file that is not logits-<build id>.bin ({str(manifest.get('data_file'))[:80]!r})"
+    data_path = folder / manifest["data_file"]
     expected_bytes = int(np.prod(shape)) * np.dtype(DTYPES[dtype]).itemsize
     try:
         size = data_path.stat().st_size

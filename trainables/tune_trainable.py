@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainables.errors import UserError
 from trainables.metrics import REPORTED
 from trainables.run_files import CHECKPOINT_NAME, RUN_FILES, TRAIN_LOG_NAME, TrainLog
 from trainables.storage import LocalCopy, Location, local_folder
@@ -51,7 +52,7 @@ def _teacher_files(trial: TrialSpec) -> Path | None:
 
 def _share_teacher_caches(trial: TrialSpec, teacher_files: Path | None) -> None:
     """Push logit caches this node built to the store, so other nodes download instead of rebuilding."""
-    from trainables.teacher_cache import CACHE_DIR_NAME, MANIFEST_NAME
+    from trainables.teacher_cache import CACHE_DIR_NAME, MANIFEST_NAME, is_data_file_name
 
     if teacher_files is None or not (teacher_files / CACHE_DIR_NAME).is_dir():
         return
@@ -61,10 +62,13 @@ def _share_teacher_caches(trial: TrialSpec, teacher_files: Path | None) -> None:
         text = manifest.read_text()
         if (folder / MANIFEST_NAME).read_text() == text:
             continue
-        data_file = json.loads(text)["data_file"]
+        values = json.loads(text)
+        data_file = values.get("data_file") if isinstance(values, dict) else None
+        if not is_data_file_name(data_file):
+            raise UserError(f"{manifest} names a data file that is not logits-<build id>.bin ({str(data_file)[:80]!r}); "
+                            "remove that cache folder (it is rebuilt)")
         folder.push(manifest.parent, [data_file, MANIFEST_NAME])  # the data first: a manifest never points at nothing
-        folder.delete_remote_files(name for name in folder.files()
-                                   if name.startswith("logits-") and name != data_file)
+        folder.delete_remote_files(name for name in folder.files() if is_data_file_name(name) and name != data_file)
 
 
 def _sync_quietly(run: LocalCopy, names) -> None:

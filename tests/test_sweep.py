@@ -164,7 +164,7 @@ def test_toml_and_yaml_configs_load_to_the_same_sweep(tmp_path):
     ({"pairs": [{"teacher": "resnet34", "student": "resnet8"}]}, "pair models of the same input style"),
     ({"pairs": [{"teacher": "resnet20"}]}, "missing key 'pairs[0].student'"),
     ({"seeds": []}, "seeds must be a non-empty list"),
-    ({"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial must be a fraction"),
+    ({"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial must be 0, a fraction of a GPU or 1"),
     ({"resources": {"max_concurrent_trials": -2}}, "resources.max_concurrent_trials must be a whole number >= 0"),
     ({"objective": "loss"}, "objective must be one of"),
 ])
@@ -188,7 +188,7 @@ def test_trials_at_once_are_the_slots_the_cluster_holds_unless_the_config_says(t
     assert slots({"cpus_per_trial": 1, "max_concurrent_trials": 200}, {"CPU": 64.0}) == 200  # autoscaling
 
 
-def test_bad_sweep_input_fails_before_any_trial(tmp_path, capsys):
+def test_bad_sweep_input_fails_before_any_trial(tmp_path, capsys, monkeypatch):
     def fails(args, message):
         code = ltkd_main(args)
         err = capsys.readouterr().err.strip().splitlines()
@@ -200,8 +200,11 @@ def test_bad_sweep_input_fails_before_any_trial(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     fails(["sweep", str(write_config(tmp_path / "b.json", tiny_config(blocker / "sub")))], "cannot be written")
+    # (the token in the environment: Ray's token file on this machine may be anyone's to read, which is refused)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * 32)
     fails(["sweep", str(write_config(tmp_path / "c.json", tiny_config(tmp_path / "s2"))), "--address", "127.0.0.1:1"],
           "cannot reach the Ray cluster at 127.0.0.1:1")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
     fails(["sweep", str(write_config(tmp_path / "d.json", tiny_config("s3://KEY:SECRET@bucket/sweeps")))],
           "carries credentials; pass them in the environment instead")
     fails(["resume", str(tmp_path)], "is not a sweep folder")
@@ -563,7 +566,7 @@ def test_runs_with_a_checkpoint_interval_push_their_last_checkpoint_to_an_object
     again = run_ltkd("resume", sweep.uri, env={**os.environ, "LTKD_SCRATCH": str(tmp_path / "node2")})
     assert again.returncode == 0, again.stdout + again.stderr
     assert "teachers: 1 runs, 1 already finished (reused), 0 to run" in again.stdout
-    assert "0/0 done" in again.stdout and "| Student |" in again.stdout
+    assert "nothing left to run" in again.stdout and "| Student |" in again.stdout
     for name, data in checkpoints.items():  # nothing trained again
         assert (sweep / "runs" / name / "checkpoint.pt").read_bytes() == data
 
@@ -651,7 +654,8 @@ def test_plan_writes_nothing_and_counts_what_the_sweep_runs(finished_sweep, tmp_
     assert plan.returncode == 0, plan.stderr
     assert not fresh.exists()  # nothing written, not even the storage folder
     assert _planned(plan.stdout) == {"teachers": (1, 0, 1), "search": (3, 0, 3), "final": (2, 0, 2)}
-    assert re.search(r"estimate: [\d.]+ device-minutes of training on one device \(\d+ runs from the models' MACs", plan.stdout)
+    assert re.search(r"estimate: [\d.]+ device-(seconds|minutes) of training on one device \(\d+ runs from the models' "
+                     r"MACs", plan.stdout)
     # What the sweep then ran (the same config on its own storage): the same counts per stage.
     assert "teachers: 1 runs, 0 already finished (reused), 1 to run" in result.stdout
     assert "search: 1 cells, 0 trials already ended, 3 to run" in result.stdout

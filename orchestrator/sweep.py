@@ -158,7 +158,7 @@ class DriverLock:
         self.log = log
 
     def __enter__(self):
-        from trainables.locks import LeaseHeld
+        from trainables.locks import LeaseHeld, claimed_stale_after
 
         if self.force:
             holder = self.lease.force_break()
@@ -168,7 +168,7 @@ class DriverLock:
 
         def waiting(state: str, holder: dict) -> None:
             self.log(f"driver lock: held by pid {holder.get('pid', '?')} on {holder.get('host', '?')}, another machine; "
-                     f"watching its heartbeat for up to {holder.get('stale_after', STALE_AFTER_SECONDS):.0f} s before "
+                     f"watching its heartbeat for up to {claimed_stale_after(holder, STALE_AFTER_SECONDS):.0f} s before "
                      "taking over (`ltkd resume --force` takes over a lock whose driver you know is dead)")
         try:
             self.lease.acquire(wait_for_live_holder=False, poll=min(5.0, HEARTBEAT_SECONDS), on_wait=waiting)

@@ -101,3 +101,66 @@ def test_a_planted_cache_build_lock_is_taken_over_after_the_cap(tmp_path, short_
                                                   chunk_rows=4, poll_seconds=0.05))
     assert cache is not None
     assert any("broke the stale lock" in line for line in lines), lines
+
+
+# ------------------------------------------------------------------------------ ltkd unlock
+
+
+def test_unlock_removes_a_run_folder_lock_and_says_who_held_it(tmp_path):
+    from tests.sweep_helpers import run_ltkd
+
+    run_dir = tmp_path / "run"
+    record = plant_lock(run_dir / ".trial.lock", host="elsewhere\x1b[2J", what="training run")
+    (run_dir / f"..trial.lock.{record['token']}.beat").write_text("{}")
+    done = run_ltkd("unlock", run_dir, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "training run, pid 4242 on elsewhere" in done.stdout and "since 20" in done.stdout, done.stdout
+    assert "\x1b" not in done.stdout  # a planted record cannot drive the terminal
+    assert sorted(p.name for p in run_dir.iterdir()) == []  # the lock and its heartbeat are gone
+
+
+def test_unlock_refuses_a_path_without_a_lock_in_one_line(tmp_path):
+    from tests.sweep_helpers import run_ltkd
+
+    (tmp_path / "run").mkdir()
+    done = run_ltkd("unlock", tmp_path / "run", timeout=600)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("ltkd: error: ") and "holds no lock" in done.stderr
+
+
+def test_unlock_asks_for_yes_before_removing_a_live_holders_lock(tmp_path):
+    from tests.sweep_helpers import run_ltkd
+
+    lock = tmp_path / "logit_cache" / "resnet8-abc" / "build.lock"
+    holder = Lease(lock, describe={"what": "teacher logit cache build"})
+    assert holder.try_acquire()  # this process: alive, on this machine
+    try:
+        refused = run_ltkd("unlock", lock.parent, timeout=600)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "looks held by a live process" in refused.stderr and "--yes" in refused.stderr
+        assert holder.still_held()
+        done = run_ltkd("unlock", lock, "--yes", timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert "teacher logit cache build" in done.stdout and not lock.exists()
+    finally:
+        holder.release()
+
+
+def test_unlock_removes_a_lock_on_an_object_store(s3_storage):
+    from tests.sweep_helpers import run_ltkd
+
+    base, _, query = s3_storage.partition("?")
+    run = Location.parse(s3_storage) / "tiny" / "runs" / "a"
+    run_lock = run / ".trial.lock"
+    run_lock.write_text(json.dumps({"token": uuid.uuid4().hex, "host": "elsewhere", "pid": 7, "since": 1.7e9}))
+    done = run_ltkd("unlock", f"{base}/tiny/runs/a?{query}", timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "pid 7 on elsewhere" in done.stdout and not run_lock.exists()
+
+
+def test_shell_completion_knows_unlock():
+    from orchestrator.cli import build_parser
+
+    import shtab
+
+    assert "unlock" in shtab.complete(build_parser(), shell="bash")

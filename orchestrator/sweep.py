@@ -27,7 +27,7 @@ from orchestrator.plan import PlannedRun, cells, layout, plan_summary, storage_r
 from orchestrator.ray_auth import check_token_file, private_cluster_env
 from orchestrator.studies import CellSearch, opened_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
-from trainables.console import say
+from trainables.console import say, warning
 from trainables.errors import UserError
 from trainables.methods import get_method
 from trainables.storage import Location, StorageError, private_scratch_folder
@@ -500,6 +500,6 @@ def _print_table(folder: Location) -> None:
     from results.store import read_results
     from results.tables import all_tables
 
-    tables = all_tables(read_results([folder.uri], allow_empty=True, final_only=True))
+    tables = all_tables(read_results([folder.uri], warn=warning, allow_empty=True, final_only=True))
     print("\n".join(to_markdown(table) for table in tables))
     print(f"(`ltkd report {shlex.quote(folder.uri)} --out DIR --figures` writes LaTeX, HTML, CSV and figures)")

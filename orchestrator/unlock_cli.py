@@ -12,6 +12,7 @@ import argparse
 import time
 from typing import Any
 
+from trainables.console import printable
 from trainables.errors import UserError
 
 
@@ -43,12 +44,6 @@ def find_lock(text: str):
     return found[0]
 
 
-def shown(value: Any, limit: int = 80) -> str:
-    """A value from a lock record, safe to print: a record may be planted (no control characters, bounded)."""
-    text = "".join(c if c.isprintable() else "?" for c in str(value))
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def holder_line(record: dict[str, Any], where: str) -> str:
     """Who held a lock, in words: what, where, since when (by the holder's clock)."""
     if not record:
@@ -56,7 +51,7 @@ def holder_line(record: dict[str, Any], where: str) -> str:
     since = record.get("since")
     when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
             if isinstance(since, (int, float)) and not isinstance(since, bool) and 0 <= since < 1e11 else "?")
-    return f"{shown(record.get('what', 'a process'))}, {shown(where, 200)}, since {when}"
+    return f"{printable(record.get('what', 'a process'))}, {printable(where, 200)}, since {when}"
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:

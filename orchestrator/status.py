@@ -108,7 +108,7 @@ def running_runs(layout: SweepLayout, plan: dict[str, Any]) -> list[str]:
             continue
         try:
             config = json.loads((folder / CONFIG_NAME).read_text() or "{}")
-            history = parse_metrics((folder / METRICS_NAME).read_text() or "", str(folder / METRICS_NAME))
+            history = parse_metrics((folder / METRICS_NAME).read_bytes() or b"", str(folder / METRICS_NAME))
         except ValueError:  # a file being rewritten: shown next time
             config, history = {}, []
         last = history[-1] if history else {}

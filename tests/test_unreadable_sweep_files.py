@@ -110,7 +110,7 @@ def test_a_torn_last_metrics_line_makes_status_count_the_run_unfinished(sweep):
     assert "running: 1 trials" in result.stdout and "epoch 1/2" in result.stdout, result.stdout
 
 
-@pytest.mark.parametrize("bad", [b"{not json\n", b"[1, 2]\n"])
+@pytest.mark.parametrize("bad", [b"{not json\n", b"\xff\xfe not text\n", b"[1, 2]\n"])
 def test_a_bad_middle_metrics_line_is_one_error_line_naming_the_file(sweep, bad):
     metrics = _teacher(sweep) / "metrics.jsonl"
     first, second = metrics.read_bytes().splitlines(keepends=True)

@@ -1,8 +1,8 @@
 """Exclusive leases on a sweep's storage: one driver per sweep, one trial per run folder, one cache build.
 
 A lease is a small lock file naming its holder, created only if absent (O_CREAT | O_EXCL on a
-POSIX folder, NFS included; write-then-verify on an object store, which offers no exclusive
-create through pyarrow). The lock file is never rewritten: the holder proves it is alive by a
+POSIX folder, NFS included; a conditional write on S3 with boto3; write-then-verify on other
+object stores, which offer no exclusive create through pyarrow). The lock file is never rewritten: the holder proves it is alive by a
 separate heartbeat file named after its token, so a holder that was wrongly presumed dead can
 never overwrite or delete the lock of the owner that replaced it (the token fences it out).
 
@@ -18,7 +18,9 @@ takeover marker per dead token), and the lease is then contended for again from 
 
 All of this is exact on POSIX folders (NFS included). On an object store it is best effort:
 pyarrow offers no conditional write, so create-if-absent is a write, a `settle` pause and a
-read-back (the last writer wins), and a check-then-delete is two requests.
+read-back (the last writer wins), and a check-then-delete is two requests. On S3 with boto3
+installed (the `s3` extra) the create is a conditional write (trainables/s3_conditional.py):
+exact; the read-back stays, for a store that ignores the condition.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.errors import UserError
+from trainables.s3_conditional import create_if_absent
 from trainables.storage import Location, StorageError
 
 
@@ -265,11 +268,15 @@ class Lease:
         """Take the lease if nobody holds it. Never waits (beyond `settle` on an object store)."""
         data = json.dumps(self._record())
         if self.location.remote:
-            if self.location.exists():
+            created = create_if_absent(self.location, data.encode())  # S3 with boto3: exactly one creator wins
+            if created is False:
                 return False
-            self.location.write_text(data)
-            time.sleep(self.settle)  # a racing writer's lock lands meanwhile: the last one written wins
-            if not self.still_held():
+            if created is None:  # no conditional write here: a check, then a write
+                if self.location.exists():
+                    return False
+                self.location.write_text(data)
+            time.sleep(self.settle)  # a racing writer's lock lands meanwhile (a store that ignored the condition)
+            if not self.still_held():  # the last one written wins
                 return False
         else:
             path = self.path

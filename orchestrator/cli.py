@@ -12,7 +12,7 @@ from trainables.errors import UserError
 EXIT_USER_ERROR = 2
 # Modules that add subcommands: each has add_commands(subparsers).
 COMMAND_MODULES = ("orchestrator.train_cli", "orchestrator.sweep_cli", "results.report_cli", "results.best",
-                   "orchestrator.config_cli")
+                   "orchestrator.config_cli", "orchestrator.unlock_cli")
 
 
 def _number(text: str) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator.layout import SweepLayout
 from orchestrator.studies import run_outcome
 from orchestrator.sweep import driver_state, load_sweep_folder
-from trainables.console import span, stamp
+from trainables.console import printable, span, stamp
 from trainables.storage import Location
 
 
@@ -50,7 +50,8 @@ def sweep_status(folder: str | Path) -> str:
     finished = sum(run_outcome(layout.teacher_dir(t["name"]), t["epochs"]) is not None for t in teachers)
     lines.append(f"teachers: {finished}/{len(teachers)} finished")
 
-    records = _records(layout)
+    unreadable: list[str] = []
+    records = _records(layout, lambda path, why: unreadable.append(path.rsplit("/", 1)[-1]))
     running = running_runs(layout, plan)
     lines += [f"running: {len(running)} trials"] + [f"  {line}" for line in running]
     for stage in ("search", "final"):
@@ -66,10 +67,19 @@ def sweep_status(folder: str | Path) -> str:
             best = stage_records[stage_records["status"] == "completed"].groupby("cell")[metric].max()
             for cell, value in best.dropna().items():
                 lines.append(f"  best {metric} {value:6.2f}  {cell}")
+    if unreadable:
+        lines.append(unreadable_line(unreadable))
     return "\n".join(lines)
 
 
-def _records(layout: SweepLayout):
+def unreadable_line(names: list[str], shown: int = 10) -> str:
+    """The result files a status skipped, by name (`ltkd report` warns why, file by file)."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    listed = ", ".join(printable(name) for name in sorted(names)[:shown])
+    return f"{len(names)} result files could not be read: {listed}{more} (`ltkd report` says why)"
+
+
+def _records(layout: SweepLayout, skipped):
     import pandas as pd
 
     from results.store import read_results
@@ -80,7 +90,7 @@ def _records(layout: SweepLayout):
     # The columns status shows (OBJECTIVES' validation twins included: whichever the searches maximise).
     columns = ("stage", "status", "cell", "wall_seconds", *ACCURACY_METRICS)
     return read_results([layout.folder.uri], warn=lambda message: None, allow_empty=True, final_only=True,
-                        columns=columns)
+                        columns=columns, skipped=skipped)
 
 
 def running_runs(layout: SweepLayout, plan: dict[str, Any]) -> list[str]:
@@ -98,7 +108,7 @@ def running_runs(layout: SweepLayout, plan: dict[str, Any]) -> list[str]:
             continue
         try:
             config = json.loads((folder / CONFIG_NAME).read_text() or "{}")
-            history = parse_metrics((folder / METRICS_NAME).read_text() or "", str(folder / METRICS_NAME))
+            history = parse_metrics((folder / METRICS_NAME).read_bytes() or b"", str(folder / METRICS_NAME))
         except ValueError:  # a file being rewritten: shown next time
             config, history = {}, []
         last = history[-1] if history else {}

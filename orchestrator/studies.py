@@ -146,7 +146,7 @@ def _journal_backend(journal: Location, driver: bool = False):
 
 def run_outcome(run_dir: Location, epochs: int) -> dict[str, Any] | None:
     """The last epoch's metrics if the run finished, else None."""
-    history = parse_metrics((run_dir / METRICS_NAME).read_text() or "", str(run_dir / METRICS_NAME))
+    history = parse_metrics((run_dir / METRICS_NAME).read_bytes() or b"", str(run_dir / METRICS_NAME))
     epoch = history[-1].get("epoch") if history else None
     if isinstance(epoch, int) and epoch >= epochs:
         return history[-1]

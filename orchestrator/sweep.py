@@ -27,7 +27,7 @@ from orchestrator.plan import PlannedRun, cells, layout, plan_summary, storage_r
 from orchestrator.ray_auth import check_token_file, private_cluster_env
 from orchestrator.studies import CellSearch, opened_storage, run_outcome
 from orchestrator.sweep_config import ConfigError, SweepConfig, parse_config
-from trainables.console import say
+from trainables.console import say, warning
 from trainables.errors import UserError
 from trainables.methods import get_method
 from trainables.storage import Location, StorageError, private_scratch_folder
@@ -158,7 +158,7 @@ class DriverLock:
         self.log = log
 
     def __enter__(self):
-        from trainables.locks import LeaseHeld
+        from trainables.locks import LeaseHeld, claimed_stale_after
 
         if self.force:
             holder = self.lease.force_break()
@@ -168,7 +168,7 @@ class DriverLock:
 
         def waiting(state: str, holder: dict) -> None:
             self.log(f"driver lock: held by pid {holder.get('pid', '?')} on {holder.get('host', '?')}, another machine; "
-                     f"watching its heartbeat for up to {holder.get('stale_after', STALE_AFTER_SECONDS):.0f} s before "
+                     f"watching its heartbeat for up to {claimed_stale_after(holder, STALE_AFTER_SECONDS):.0f} s before "
                      "taking over (`ltkd resume --force` takes over a lock whose driver you know is dead)")
         try:
             self.lease.acquire(wait_for_live_holder=False, poll=min(5.0, HEARTBEAT_SECONDS), on_wait=waiting)
@@ -500,6 +500,6 @@ def _print_table(folder: Location) -> None:
     from results.store import read_results
     from results.tables import all_tables
 
-    tables = all_tables(read_results([folder.uri], allow_empty=True, final_only=True))
+    tables = all_tables(read_results([folder.uri], warn=warning, allow_empty=True, final_only=True))
     print("\n".join(to_markdown(table) for table in tables))
     print(f"(`ltkd report {shlex.quote(folder.uri)} --out DIR --figures` writes LaTeX, HTML, CSV and figures)")

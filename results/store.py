@@ -19,9 +19,9 @@ lock; two writers of the same trial both write complete files and the last renam
 
 Reads (`read_results`): every file is checked: its schema version (file metadata
 `ltkd_sweep.schema_version`) and its columns. A file from an older schema is upgraded on read
-(`_UPGRADES`: version 1 files get the columns of version 2 as nulls); a file from a newer schema
-is skipped with a warning (upgrade ltkd-sweep to read it), as a truncated or foreign Parquet file is
-naming it.
+(`_UPGRADES`: version 1 files get the columns of version 2 as nulls). Any file that cannot be read
+(truncated, not Parquet, a newer schema, columns that are not the schema's) is skipped with a
+warning naming it: a results folder on shared storage is untrusted input.
 """
 from __future__ import annotations
 
@@ -452,7 +452,7 @@ def _list_files(store: str, allow_empty: bool = False) -> tuple[pafs.FileSystem,
 def _read_file(fs: pafs.FileSystem, path: str, schema: pa.Schema, final_only: bool = False,
                ) -> tuple[pa.Table | None, str | None]:
     """(table, None) or (None, why it is skipped): the file's columns of `schema` (SCHEMA or a projection
-    of it); with `final_only` its final row alone (no per-epoch rows). Raises UserError for a newer schema."""
+    of it); with `final_only` its final row alone (no per-epoch rows)."""
     try:
         with fs.open_input_file(path) as source:
             parquet = pq.ParquetFile(source)
@@ -472,8 +472,6 @@ def _read_file(fs: pafs.FileSystem, path: str, schema: pa.Schema, final_only: bo
             # hold every row in one group, filtered below).
             table = (parquet.read_row_group(parquet.num_row_groups - 1, columns=columns) if final_only
                      and parquet.num_row_groups else parquet.read(columns=columns))
-    except UserError:
-        raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         return None, f"unreadable Parquet ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     while version < SCHEMA_VERSION:
@@ -481,19 +479,19 @@ def _read_file(fs: pafs.FileSystem, path: str, schema: pa.Schema, final_only: bo
             return None, f"schema version {version} has no upgrade path"
         table = _UPGRADES[version](table)
         version += 1
+    current = table.schema.equals(schema)  # the common case: a current file, nothing to check or convert
+    missing = [] if current else [f.name for f in schema if f.name not in table.schema.names]
+    if missing:  # checked before any column is used: the metadata may claim a version its columns are not
+        return None, f"not an ltkd-sweep results file (missing columns: {', '.join(missing[:5])})"
+    wrong = [] if current else [f.name for f in schema if not table.schema.field(f.name).type.equals(f.type)]
+    if wrong:
+        return None, f"column types differ from schema {SCHEMA_VERSION} ({', '.join(wrong[:5])})"
     if final_only and (table.num_rows != 1 or table["row_kind"][0].as_py() != "final"):
         import pyarrow.compute as pc
 
         table = table.filter(pc.equal(table["row_kind"], "final"))
-    if table.schema.equals(schema):  # the common case: a current file, nothing to check or convert
-        return table.replace_schema_metadata(None), None
-    missing = [f.name for f in schema if f.name not in table.schema.names]
-    if missing:
-        return None, f"not an ltkd-sweep results file (missing columns: {', '.join(missing[:5])})"
-    wrong = [f.name for f in schema if not table.schema.field(f.name).type.equals(f.type)]
-    if wrong:
-        return None, f"column types differ from schema {SCHEMA_VERSION} ({', '.join(wrong[:5])})"
-    return table.select(list(schema.names)).replace_schema_metadata(None).cast(schema), None
+    table = table if current else table.select(list(schema.names)).cast(schema)
+    return table.replace_schema_metadata(None), None
 
 
 # What every read keeps, whatever columns it asks for: the row kind and what tells trials and copies apart.
@@ -512,11 +510,13 @@ def _projected(columns: tuple[str, ...] | None) -> pa.Schema:
 
 
 def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None, allow_empty: bool = False,
-                final_only: bool = False, columns: Iterable[str] | None = None) -> pa.Table:
+                final_only: bool = False, columns: Iterable[str] | None = None,
+                skipped: Callable[[str, str], None] | None = None) -> pa.Table:
     """Every valid row of every store as one Arrow table (with a `source` column naming the file);
     with `final_only` one row per trial, its final row (what tables and status read: a paper-scale
     store holds 100-240 per-epoch rows per trial, each with its per-class accuracies); with `columns`
-    only those (and KEY_COLUMNS): a status of a paper-scale sweep reads thousands of files."""
+    only those (and KEY_COLUMNS): a status of a paper-scale sweep reads thousands of files.
+    `skipped(path, why)` is told of each file that could not be read, besides its warning."""
     schema = _projected(None if columns is None else tuple(columns))  # an unknown column: the caller's error
     warn = warn or _default_warn
     stores = [str(s) for s in stores]
@@ -538,12 +538,14 @@ def read_tables(stores: Iterable[str], warn: Callable[[str], None] | None = None
         for path, (table, problem) in zip(fresh, loaded):
             if table is None:
                 warn(f"skipping {path}: {problem}")
+                if skipped is not None:
+                    skipped(path, problem)
                 continue
             good += 1
             # The file as write_trial names it: a local path, or the store's URI path (its query options left out).
             sources.append(f"{location.path}/{RESULTS_DIR}/{path.rsplit('/', 1)[-1]}" if location.remote else path)
             parts.append(table)
-        if not good and files:
+        if not good and files and not allow_empty:
             raise UserError(f"{store}: no readable results (every file was skipped)")
     if not parts:  # allow_empty and nothing written yet
         return schema.append(pa.field("source", pa.string())).empty_table()
@@ -578,18 +580,18 @@ def _deduplicate(table: pa.Table, warn: Callable[[str], None]) -> pa.Table:
 
 
 def read_results(stores: list[str] | str, warn: Callable[[str], None] | None = None, allow_empty: bool = False,
-                 final_only: bool = False, columns: Iterable[str] | None = None):
+                 final_only: bool = False, columns: Iterable[str] | None = None,
+                 skipped: Callable[[str, str], None] | None = None):
     """All rows of all stores as a pandas DataFrame (SCHEMA's columns plus `source`); with
     `final_only` each trial's final row alone; with `columns` only those columns (and KEY_COLUMNS).
 
-    `warn(message)` is called for every skipped file (default: a ResultsWarning). Raises
-    UserError for a missing folder, a folder without results (unless `allow_empty`: then an
-    empty frame with every column, for a sweep that has written nothing yet) and a file from a
-    newer schema.
+    `warn(message)` is called for every skipped file (default: a ResultsWarning), and `skipped(path,
+    why)` too. Raises UserError for a missing folder and a folder without readable results (unless
+    `allow_empty`: then an empty frame with every column, for a sweep that has written nothing yet).
     """
     if isinstance(stores, (str, os.PathLike)):
         stores = [str(stores)]
-    table = read_tables(stores, warn, allow_empty, final_only, columns)
+    table = read_tables(stores, warn, allow_empty, final_only, columns, skipped)
     return table.to_pandas(types_mapper=None)
 
 

@@ -23,3 +23,14 @@ def span(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def warning(message: str) -> None:
+    """A warning line on stderr, as `ltkd` prints them."""
+    print(f"ltkd: warning: {message}", file=sys.stderr, flush=True)
+
+
+def printable(value: object, limit: int = 80) -> str:
+    """Text from a file on shared storage, safe to print: control characters become '?', at most `limit` long."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,8 +1,8 @@
 """Exclusive leases on a sweep's storage: one driver per sweep, one trial per run folder, one cache build.
 
 A lease is a small lock file naming its holder, created only if absent (O_CREAT | O_EXCL on a
-POSIX folder, NFS included; write-then-verify on an object store, which offers no exclusive
-create through pyarrow). The lock file is never rewritten: the holder proves it is alive by a
+POSIX folder, NFS included; a conditional write on S3 with boto3; write-then-verify on other
+object stores, which offer no exclusive create through pyarrow). The lock file is never rewritten: the holder proves it is alive by a
 separate heartbeat file named after its token, so a holder that was wrongly presumed dead can
 never overwrite or delete the lock of the owner that replaced it (the token fences it out).
 
@@ -10,13 +10,17 @@ Whether a holder still runs is decided without comparing two machines' clocks:
 - on the holder's own machine (same host name, boot and pid namespace): its pid is alive and
   was started at the recorded time (a reused pid has another start time);
 - anywhere else: the observer watches the lock and heartbeat with its own monotonic clock; a
-  holder whose heartbeat does not change for `stale_after` seconds is dead.
+  holder whose heartbeat does not change for `stale_after` seconds is dead (the period its lock
+  claims, at most MAX_STALE_AFTER_SECONDS: a record may be planted; a heartbeat interval it
+  claims is never used).
 A dead holder's lock is removed by exactly one of the processes that noticed (an exclusive
 takeover marker per dead token), and the lease is then contended for again from scratch.
 
 All of this is exact on POSIX folders (NFS included). On an object store it is best effort:
 pyarrow offers no conditional write, so create-if-absent is a write, a `settle` pause and a
-read-back (the last writer wins), and a check-then-delete is two requests.
+read-back (the last writer wins), and a check-then-delete is two requests. On S3 with boto3
+installed (the `s3` extra) the create is a conditional write (trainables/s3_conditional.py):
+exact; the read-back stays, for a store that ignores the condition.
 """
 from __future__ import annotations
 
@@ -32,11 +36,28 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.errors import UserError
+from trainables.s3_conditional import create_if_absent
 from trainables.storage import Location, StorageError
+
+
+# The longest heartbeat silence a lock record may ask waiters to sit out before they presume its
+# holder dead. A record is written by whoever can write the storage, so its claim is capped: a
+# planted `stale_after` of a century would otherwise make every waiter wait a century. ltkd's own
+# holders beat every 5 to 30 s and claim 120 to 300 s; ten minutes leaves room for a slow store
+# and still ends a stall caused by a planted record. Read at each judgement (tests lower it).
+MAX_STALE_AFTER_SECONDS = 600.0
 
 
 class LeaseHeld(UserError):
     pass
+
+
+def claimed_stale_after(record: dict[str, Any], default: float) -> float:
+    """The silence after which `record`'s holder is presumed dead: its claim, else `default`, at most the cap."""
+    claim = record.get("stale_after")
+    if not isinstance(claim, (int, float)) or isinstance(claim, bool) or not claim > 0:
+        claim = default
+    return min(float(claim), MAX_STALE_AFTER_SECONDS)
 
 
 def pid_alive(pid: int) -> bool:
@@ -201,8 +222,7 @@ class Lease:
             beat = self.heartbeat_of(holder) or {}
             stamp = beat.get("time", holder.get("since"))
             age = time.time() - stamp if isinstance(stamp, (int, float)) else float("inf")
-            stale_after = holder.get("stale_after")
-            alive = age < (stale_after if isinstance(stale_after, (int, float)) else self.stale_after)
+            alive = age < claimed_stale_after(holder, self.stale_after)
             where += f" (another machine; last heartbeat {age:.0f} s ago by the two machines' clocks)"
         return holder, bool(alive), where
 
@@ -232,9 +252,7 @@ class Lease:
             if beat_changed:
                 return "alive", "its heartbeat changed while watched"
             return "unknown", "watching its heartbeat"
-        stale_after = record.get("stale_after")
-        if not isinstance(stale_after, (int, float)) or isinstance(stale_after, bool) or stale_after <= 0:
-            stale_after = self.stale_after
+        stale_after = claimed_stale_after(record, self.stale_after)
         silent = now - self._pulse_at
         if silent >= stale_after:
             return "dead", f"no heartbeat for {silent:.0f} s"
@@ -250,11 +268,15 @@ class Lease:
         """Take the lease if nobody holds it. Never waits (beyond `settle` on an object store)."""
         data = json.dumps(self._record())
         if self.location.remote:
-            if self.location.exists():
+            created = create_if_absent(self.location, data.encode())  # S3 with boto3: exactly one creator wins
+            if created is False:
                 return False
-            self.location.write_text(data)
-            time.sleep(self.settle)  # a racing writer's lock lands meanwhile: the last one written wins
-            if not self.still_held():
+            if created is None:  # no conditional write here: a check, then a write
+                if self.location.exists():
+                    return False
+                self.location.write_text(data)
+            time.sleep(self.settle)  # a racing writer's lock lands meanwhile (a store that ignored the condition)
+            if not self.still_held():  # the last one written wins
                 return False
         else:
             path = self.path

@@ -31,7 +31,7 @@ RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, DATA_NAME, METRICS_NAME, TRAIN_LOG_NA
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch metrics of a local run folder ([] when it has none yet)."""
     path = Path(run_dir) / METRICS_NAME
-    return parse_metrics(path.read_text(), str(path)) if path.exists() else []
+    return parse_metrics(path.read_bytes(), str(path)) if path.exists() else []
 
 
 def read_data_summary(run_dir: str | Path) -> dict[str, Any] | None:
@@ -51,13 +51,15 @@ class MetricsError(UserError):
     pass
 
 
-def parse_metrics(text: str, source: str = METRICS_NAME) -> list[dict[str, Any]]:
-    """The per-epoch metrics of a metrics.jsonl text (`source`: the file, for errors).
+def parse_metrics(text: str | bytes, source: str = METRICS_NAME) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a metrics.jsonl text or its bytes (`source`: the file, for errors).
 
     A last line that is not JSON is an append a crash cut short: it is left out, so the run counts as
     unfinished (resuming it rewrites the file from its checkpoint's history). Any other line that is
     not a JSON object is a MetricsError naming the file and the line.
     """
+    if isinstance(text, bytes):  # the lines are ASCII JSON: a byte that is not UTF-8 spoils its own line only
+        text = text.decode("utf-8", errors="replace")
     lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     history = []
     for index, (number, line) in enumerate(lines):

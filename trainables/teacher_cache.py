@@ -441,7 +441,7 @@ def open_or_build(folder: str | Path, key: Mapping[str, Any], shape: tuple[int, 
                 f"on {holder.get('host', '?')}")
         elif wait_timeout is not None and time.monotonic() - waiting_since > wait_timeout:
             raise CacheError(f"teacher logit cache {folder}: still being built by another process after "
-                             f"{wait_timeout:.0f} s; remove {lock.path} if no build is running")
+                             f"{wait_timeout:.0f} s; `ltkd unlock {folder}` if no build is running")
         if not lock.break_if_stale():
             time.sleep(poll_seconds)
 

@@ -15,7 +15,8 @@ the notes). Teachers (config role "teacher") fill the Teacher row of every colum
 that teacher architecture; the Student row is method "ce". Spread is the sample standard
 deviation over seeds (ddof 1) with a 95% Student-t interval (results/statistics.py); a cell with
 one seed shows its mean alone, with no spread and no interval. The gain row carries a paired
-t-test of LTKD against the best baseline of its column. Captions describe how the rows were
+t-test of LTKD against its block's comparator (chosen on validation: results/comparator.py),
+Holm-adjusted over the table's gain cells. Captions describe how the rows were
 produced from the rows themselves (selection split, search trials, seeds, teacher seeds).
 """
 from __future__ import annotations
@@ -31,7 +32,9 @@ from typing import Any
 
 import pandas as pd
 
-from results.statistics import ALPHA, CONFIDENCE, paired_test, summary
+from results.captions import NOT_SIGNIFICANT, TEST_CHOSEN, gain_caption
+from results.comparator import choose_comparator
+from results.statistics import ALPHA, CONFIDENCE, holm, paired_test, summary
 from trainables.data.sources import DATASETS
 from trainables.methods import METHODS, table_order
 from trainables.metrics import ACCURACY_METRICS
@@ -54,7 +57,6 @@ METRICS = (("acc_tail", "Tail"), ("acc", "All"))
 DEFAULT_GROUPS = 3
 CHOSEN_TABLE = "chosen_hparams"  # file stem of the chosen-hyperparameters table
 BEST_CONFIG_FILE = "best_config.json"
-NOT_SIGNIFICANT = "†"
 # How the captions name the second-best mark (LaTeX and HTML underline it; the Markdown renderer,
 # which sets it in italics, rewrites these words: results.render.MARKDOWN_SECOND_BEST).
 SECOND_BEST_CAPTION = "underlined: second best"
@@ -96,15 +98,18 @@ class Stat:
     mark: str | None = None
     paper: float | None = None
     ci: tuple[float, float] | None = None  # 95% Student-t interval of the mean (None: fewer than 2 seeds)
-    # gain cells only: the paired t-test of LTKD against `compared_to` (the best baseline)
+    # gain cells only: the paired t-test of LTKD against `compared_to` (results/comparator.py)
     compared_to: str | None = None
+    compared_on: str | None = None  # what chose the comparator: "validation" or "test"
     n_pairs: int = 0
-    p_value: float | None = None
+    p_value: float | None = None  # the test's own p-value
+    p_holm: float | None = None  # Holm-adjusted over the table's gain cells: what significance reads
     no_test: str | None = None  # why there is no p-value
 
     @property
     def significant(self) -> bool | None:
-        return None if self.p_value is None else self.p_value < ALPHA
+        p = self.p_holm if self.p_holm is not None else self.p_value
+        return None if p is None else p < ALPHA
 
 
 @dataclass(frozen=True)
@@ -680,18 +685,13 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
     mark_best(table)
     gain_text = ""
     if PROPOSED in keys and any(k not in (PROPOSED, TEACHER_ROW) for k in keys):
-        table.rows.append(f"Δ {method_label(PROPOSED)} − best baseline")
+        table.rows.append(f"Δ {method_label(PROPOSED)} − comparator")
         table.kinds.append("gain")
         table.row_keys.append("gain")
         gains = [_gain(table, j, lookup, per_block) for j in range(len(columns))]
+        _adjust(gains)
         table.cells.append(gains)
-        gain_text = (f" Δ: {method_label(PROPOSED)} minus the best other student method of the column (the teacher "
-                     f"excluded), with the two-sided paired t-test p-value across seeds against that method (pairs: "
-                     f"the same seed and teacher seed, run by both); {NOT_SIGNIFICANT}: not significant at "
-                     f"{ALPHA:g}.")
-        if any(g is not None and g.p_value is None for g in gains):
-            gain_text += (f" No test: fewer than two such pairs (or identical values); such a gain carries "
-                          f"{NOT_SIGNIFICANT} too.")
+        gain_text = " " + gain_caption(gains, method_label(PROPOSED), method_label)
     groups = sorted({main_groups(members[b]) for b in blocks})
     used = _used(per_block)
     caption = (f"Top-1 accuracy (%) on the balanced test set; Tail: the 33% least frequent classes, All: every "
@@ -725,28 +725,22 @@ def paired_values(trials: pd.DataFrame, metric: str, with_teacher: bool) -> dict
 
 
 def _gain(table: Table, j: int, lookup: dict, per_block: dict | None = None) -> Stat | None:
-    ours = None
-    baselines = []
-    for key, cell in zip(table.row_keys, (row[j] for row in table.cells)):
-        if cell is None or cell.mean is None:
-            continue
-        if key == PROPOSED:
-            ours = cell.mean
-        elif key != TEACHER_ROW:
-            baselines.append((key, cell.mean))
-    if ours is None or not baselines:
-        return None
-    best_key, best_mean = max(baselines, key=lambda kv: kv[1])  # the first of equal means, in row order
-    gain = Stat(ours - best_mean, compared_to=best_key)
+    """LTKD's mean minus its comparator's (chosen per block on validation, results/comparator.py) in
+    column j, with the paired test across seeds (p_holm is filled in over the whole table later)."""
     column = table.columns[j]
     block = (column.dataset, column.teacher, column.student, column.imbalance_factor)
     rows = (per_block or {}).get(block, {})
-    mine, theirs = rows.get(PROPOSED), rows.get(best_key)
-    if mine is not None and theirs is not None:
-        with_teacher = _has_teacher_seeds(mine) and _has_teacher_seeds(theirs)
-        test = paired_test(paired_values(mine, column.metric, with_teacher),
-                           paired_values(theirs, column.metric, with_teacher))
-        gain.n_pairs, gain.p_value, gain.no_test, gain.ci = test.n_pairs, test.p_value, test.reason, test.ci
+    comparator = choose_comparator(rows, exclude=(PROPOSED, TEACHER_ROW))
+    cells = dict(zip(table.row_keys, (row[j] for row in table.cells)))
+    ours, theirs_cell = cells.get(PROPOSED), cells.get(comparator.key) if comparator else None
+    if ours is None or ours.mean is None or theirs_cell is None or theirs_cell.mean is None:
+        return None
+    gain = Stat(ours.mean - theirs_cell.mean, compared_to=comparator.key, compared_on=comparator.basis)
+    mine, theirs = rows.get(PROPOSED), rows.get(comparator.key)
+    with_teacher = _has_teacher_seeds(mine) and _has_teacher_seeds(theirs)
+    test = paired_test(paired_values(mine, column.metric, with_teacher),
+                       paired_values(theirs, column.metric, with_teacher))
+    gain.n_pairs, gain.p_value, gain.no_test, gain.ci = test.n_pairs, test.p_value, test.reason, test.ci
     if table.paper:
         published = {key[-1]: values.get(column.metric) for key, values in lookup.items() if key[:4] == block}
         theirs_paper = published.get(PROPOSED)
@@ -754,6 +748,14 @@ def _gain(table: Table, j: int, lookup: dict, per_block: dict | None = None) -> 
         if theirs_paper is not None and others:
             gain.paper = theirs_paper - max(others)
     return gain
+
+
+def _adjust(gains: list[Stat | None]) -> None:
+    """Holm's adjustment over every tested gain of the table (one family: the table's Δ row)."""
+    adjusted = holm([None if g is None else g.p_value for g in gains])
+    for gain, p in zip(gains, adjusted):
+        if gain is not None:
+            gain.p_holm = p
 
 
 def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False) -> Table | None:

@@ -1,0 +1,32 @@
+"""Caption sentences that say how a table's gain row was produced: its comparator, its test and
+its multiple-comparison correction. Pure text from the cells; no pandas, no I/O."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from results.statistics import ALPHA
+
+NOT_SIGNIFICANT = "†"  # a gain not significant after Holm (or not tested)
+TEST_CHOSEN = "‡"  # a gain whose comparator was chosen on the test set
+
+
+def gain_caption(gains: Sequence[Any], proposed: str, label: Callable[[str], str]) -> str:
+    """What the Δ row is: the comparator rule, the paired test, Holm over the row, the marks."""
+    present = [g for g in gains if g is not None and g.mean is not None]
+    tested = [g for g in present if g.p_value is not None]
+    on_test = sorted({label(g.compared_to) for g in present if g.compared_on == "test"})
+    text = (f"Δ: {proposed} minus its comparator, the baseline with the highest mean validation accuracy (val_acc) "
+            f"over its final runs, chosen once per block and used for every column of it, never on the test "
+            f"columns; two-sided paired t-test across seeds (pairs: the same seed and teacher seed, run by both), "
+            f"p-values Holm-adjusted over the {len(tested)} tested Δ comparison{'s' if len(tested) != 1 else ''} of "
+            f"the table; {NOT_SIGNIFICANT}: not significant at {ALPHA:g} after Holm.")
+    if on_test:
+        text += (f" {TEST_CHOSEN}: no validation accuracy (selection on the test set or no holdout), so the "
+                 f"comparator ({', '.join(on_test)}) was chosen on the test set's overall accuracy, the data it is "
+                 f"reported on: that Δ is biased against {proposed}.")
+    reasons = sorted({g.no_test for g in present if g.p_value is None and g.no_test})
+    if reasons:
+        text += (f" No test ({'; '.join(reasons)}): fewer than two pairs, or paired differences without spread "
+                 f"(no t-statistic); such a gain carries {NOT_SIGNIFICANT} too.")
+    return text

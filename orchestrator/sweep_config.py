@@ -10,8 +10,8 @@ The comparison protocol (issue 13) lives here too, each rule in one place:
   must evaluate the test set (`test_every` 1: Tune and ASHA read the metric in every result);
 - `search_seeds` (default one seed not in `seeds`): the seed(s) search trials train with, so a
   final run is never a search trial reused;
-- `teacher_seeds` (default [0]: one teacher per setting serves every student seed; equal to
-  `seeds`: paired one to one), `SweepConfig.teacher_seed_for`;
+- `teacher_seeds` (default: equal to `seeds`, paired one to one, so the spread includes the
+  teacher's; one seed: one teacher per setting serves every student seed), `SweepConfig.teacher_seed_for`;
 - `search_baselines` (default true): every method entry with a search space and no `search` key
   gets the searched entries' n_trials, `SweepConfig.search_for`; `search = false` keeps an
   entry at its defaults;
@@ -137,9 +137,15 @@ class SweepConfig:
     deterministic: bool = False  # deterministic kernels on GPUs (trainables/config.py RunConfig)
     selection: str = "val"  # val: searches maximise the validation metric; test: the test metric (the paper's)
     search_seeds: list[int] | None = None  # None: [max(seeds) + 1], a seed no final run uses
-    teacher_seeds: list[int] = field(default_factory=lambda: [0])  # one seed for all, or equal to seeds
+    # None: the same as seeds (each student seed distils from its own teacher, so the spread over seeds
+    # includes the teacher's); one seed: one teacher serves every student seed (student noise only).
+    teacher_seeds: list[int] | None = None
     search_baselines: bool = True  # method entries without a `search` key get the searched entries' n_trials
     tracking: TrackingEntry = field(default_factory=TrackingEntry)
+
+    def __post_init__(self) -> None:
+        if self.teacher_seeds is None and isinstance(self.seeds, list):
+            self.teacher_seeds = list(self.seeds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -697,6 +703,9 @@ def _entry_schema(cls, defs: dict[str, Any], extras: dict) -> dict[str, Any]:
             required.append(f.name)  # no default, or one validate refuses (datasets = []): the key must be given
         else:
             prop["default"] = _default_json(default)
+        if cls is SweepConfig and f.name == "teacher_seeds":
+            prop["description"] = ("default (null): the same seeds as `seeds`, each student seed distilling from "
+                                   "its own teacher; one seed: one teacher serves every student seed")
         if cls is MethodEntry and f.name == "search":
             prop["description"] = ("a table: searched; true: searched over the default space; false: never "
                                    "searched; absent: searched when search_baselines gives it a budget")

@@ -30,3 +30,19 @@ def gain_caption(gains: Sequence[Any], proposed: str, label: Callable[[str], str
         text += (f" No test ({'; '.join(reasons)}): fewer than two pairs, or paired differences without spread "
                  f"(no t-statistic); such a gain carries {NOT_SIGNIFICANT} too.")
     return text
+
+
+def teacher_spread_text(student_seeds: Sequence[int], teacher_seeds: Sequence[int]) -> str:
+    """What the spread over seeds holds: with one teacher for several student seeds, no teacher variance."""
+    if len(teacher_seeds) == 1 and len(student_seeds) > 1:
+        return " (one teacher: the spread is student-seed noise only)"
+    if len(teacher_seeds) > 1:
+        return " (each student seed its own teacher: the spread includes the teacher's)"
+    return ""
+
+
+def data_seed_text(data_seeds: Sequence[int]) -> str:
+    """The seed(s) that drew the long-tailed subsample (and the validation holdout)."""
+    if not data_seeds:
+        return "data seed not recorded"
+    return f"data seed{'s' if len(data_seeds) > 1 else ''} {', '.join(map(str, data_seeds))} (the long-tailed draw)"

@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from results.captions import NOT_SIGNIFICANT, TEST_CHOSEN, gain_caption
+from results.captions import NOT_SIGNIFICANT, TEST_CHOSEN, data_seed_text, gain_caption, teacher_spread_text
 from results.comparator import choose_comparator
 from results.statistics import ALPHA, CONFIDENCE, holm, paired_test, summary
 from trainables.data.sources import DATASETS
@@ -536,7 +536,7 @@ def _seeds_sentence(trials: pd.DataFrame, df: pd.DataFrame | None) -> str | None
         if len(taught):
             teacher_seeds = _ints(taught["teacher_seed"])
             text += (f", teacher seed{'s' if len(teacher_seeds) > 1 else ''} {_int_text(teacher_seeds)}"
-                     if teacher_seeds else ", teacher seeds not recorded")
+                     + teacher_spread_text(seeds, teacher_seeds) if teacher_seeds else ", teacher seeds not recorded")
         parts.append(text)
         if df is not None and not df.empty:
             search = df[(df["row_kind"] == "final") & (df["stage"] == "search")
@@ -551,6 +551,7 @@ def _seeds_sentence(trials: pd.DataFrame, df: pd.DataFrame | None) -> str | None
                                 else "none of them reported (fresh seeds for the final runs)"))
     if len(teachers):
         parts.append(f"teacher row: seeds {_int_text(_ints(teachers['seed']))}")
+    parts.append(data_seed_text(_ints(trials["data_seed"]) if "data_seed" in trials else []))
     if not parts:
         return None
     text = "; ".join(parts)

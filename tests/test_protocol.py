@@ -208,6 +208,21 @@ def test_teacher_pairing(tmp_path, teacher_seeds, expected):
     assert trial.teacher_seed == teacher_seeds[0] == by_dir[trial.teacher_dir]
 
 
+def test_teacher_seeds_default_to_the_seeds(tmp_path):
+    """Each student seed distils from its own teacher unless the config names one teacher seed."""
+    config = make(tmp_path, seeds=[4, 5, 6])
+    assert config.teacher_seeds == [4, 5, 6]
+    assert {r.run.seed: r.teacher_seed for r in final_runs(config, {}) if r.run.method != "ce"} == {4: 4, 5: 5, 6: 6}
+    assert json.loads(config.to_json())["teacher_seeds"] == [4, 5, 6]  # sweep.json states it
+    assert make(tmp_path, teacher_seeds=[0]).teacher_seeds == [0]
+    from orchestrator.sweep_cli import config_path, packaged_configs
+    from orchestrator.sweep_config import load_config
+
+    for name in ["quickstart", *packaged_configs()]:  # the quickstart and the paper's tables use the default
+        shipped = load_config(config_path(None if name == "quickstart" else name))
+        assert shipped.teacher_seeds == shipped.seeds, name
+
+
 def test_teacher_and_student_share_the_validation_split(tmp_path):
     config = make(tmp_path, datasets=[{"name": "digits", "imbalance_factors": [10], "validation_per_class": 7},
                                       {"name": "cifar100", "root": str(tmp_path), "imbalance_factors": [100]}])
@@ -227,7 +242,8 @@ def test_planned_runs_carry_the_protocol_keys(tmp_path):
     assert (teacher["teacher_seed"], teacher["search_trials"], teacher["selection"]) == (None, 0, "val")
     chosen = {cell.key: {"temperature": 3.0} for cell in cells(config) if cell.entry.search is not None}
     finals = {(r.run.method, r.run.seed): r.trial_config(config) for r in final_runs(config, chosen)}
-    assert finals[("ltkd", 1)]["search_trials"] == 4 and finals[("ltkd", 1)]["teacher_seed"] == 0
+    # teacher_seeds defaults to seeds: student seed 1 distils from teacher seed 1
+    assert finals[("ltkd", 1)]["search_trials"] == 4 and finals[("ltkd", 1)]["teacher_seed"] == 1
     assert finals[("kd", 1)]["search_trials"] == 4  # equal budgets
     assert finals[("ce", 1)]["search_trials"] == 0 and finals[("ce", 1)]["teacher_seed"] is None
     assert {t["objective_metric"] for t in finals.values()} == {"val_acc"}

@@ -259,7 +259,7 @@ def test_pairs_are_seed_and_teacher_seed(tmp_path):
     by_seed = stats.ttest_rel([statistics.mean(ours[(s, t)] for t in (0, 1)) for s in (0, 1, 2)],
                               [statistics.mean(theirs[(s, t)] for t in (0, 1)) for s in (0, 1, 2)])
     assert gain.p_value != pytest.approx(float(by_seed.pvalue), rel=1e-3)
-    assert "teacher seeds 0, 1" in table.caption
+    assert "teacher seeds 0, 1 (each student seed its own teacher: the spread includes the teacher's)" in table.caption
 
 
 def test_student_alone_pairs_by_seed(tmp_path):
@@ -292,7 +292,9 @@ def test_caption_validation_selection(tmp_path):
     assert "test set, the paper's protocol" not in caption and "Mixed selection" not in caption
     assert "no selection on the test set" not in caption
     assert "Search trials per method (defaults: no search): Student defaults, KD 4, DKD 4, LTKD 4." in caption
-    assert "Student seeds 0, 1, 2, 3, 4, 5, 6, teacher seed 0" in caption
+    assert "Student seeds 0, 1, 2, 3, 4, 5, 6, teacher seed 0 (one teacher: the spread is student-seed noise only)" \
+        in caption
+    assert "data seed 0 (the long-tailed draw)" in caption
     assert "search trials used seed 7, none of them reported" in caption
     assert "Accuracy at each run's last epoch." in caption
     assert "chosen_hparams" in caption and "best_config.json" in caption

@@ -34,6 +34,7 @@ import pandas as pd
 
 from results.captions import NOT_SIGNIFICANT, TEST_CHOSEN, data_seed_text, gain_caption, teacher_spread_text
 from results.comparator import choose_comparator
+from results.pooling import per_seed, refuse_mixed
 from results.statistics import ALPHA, CONFIDENCE, holm, paired_test, summary
 from trainables.data.sources import DATASETS
 from trainables.methods import METHODS, table_order
@@ -376,6 +377,11 @@ def main_rows(members: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _block_text(block: tuple) -> str:
+    dataset, teacher, student, factor = block
+    return f"{dataset_label(dataset)} {teacher}→{student} γ={format_factor(factor)}"
+
+
 def _mixed_note(label: str, block: tuple, trials: pd.DataFrame) -> str | None:
     settings = trials["hparams_json"].nunique()
     if settings > 1:
@@ -615,7 +621,7 @@ def _cell_stats(per_block: dict, columns: list[Column], keys: list, lookup: dict
             trials_here = per_block[block].get(key)
             if trials_here is None:
                 continue
-            stat = summarize(trials_here[column.metric])
+            stat = summarize(per_seed(trials_here, column.metric))  # n: distinct seeds
             if lookup:
                 stat.paper = lookup.get(block + (paper_key(key),), {}).get(column.metric)
             cells[i][j] = stat
@@ -676,6 +682,7 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
     blocks = table_cells(trials)
     members = {b: block_members(trials, b) for b in blocks}
     per_block = {b: main_rows(members[b]) for b in blocks}
+    notes += refuse_mixed(per_block, method_label, _block_text, shared=(TEACHER_ROW,))
     keys = sorted({k for rows in per_block.values() for k in rows}, key=method_sort_key)
     columns, lookup, cells = _columns_and_cells(per_block, blocks, keys, ("main_results", "method") if paper else None)
     notes += _mixed_notes(per_block, lambda key: None if key == TEACHER_ROW else method_label(key))
@@ -783,6 +790,7 @@ def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = F
         per_block[block] = rows
     if not blocks:
         return None
+    notes += refuse_mixed(per_block, lambda key: method_label("kd") if key == "kd" else VARIANT_LABELS[key], _block_text)
     keys = [k for k in ["kd"] + VARIANT_ORDER if any(k in rows for rows in per_block.values())]
     columns, _, cells = _columns_and_cells(per_block, blocks, keys, ("ablations", "variant") if paper else None,
                                            lambda key: "baseline_kd" if key == "kd" else key)
@@ -856,6 +864,7 @@ def group_count_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool 
                                 labelled.groupby(["groups", "norm"], sort=False)}
         else:
             per_block[block] = {(int(n), None): group for n, group in full.groupby("groups")}
+    notes += refuse_mixed(per_block, lambda key: f"LTKD with {key[0]} groups", _block_text)
     keys = sorted({k for rows in per_block.values() for k in rows}, key=lambda k: (k[0], k[1] or ""))
     columns, _, cells = _columns_and_cells(per_block, blocks, keys, ("group_count", "n_groups") if paper else None,
                                            lambda key: key[0], (("acc", "All"),))

@@ -205,12 +205,28 @@ class SweepConfig:
         """
         if isinstance(entry.search, SearchEntry):
             return entry.search
+        if entry.search is True:  # asked for: the same budget as the searched entries, whatever search_baselines
+            return SearchEntry(n_trials=self.baseline_trials() or SearchEntry.n_trials, space=dict(entry.hparams))
         if entry.search is not None or not self.search_baselines:
             return None
         budget = self.baseline_trials()
         if budget is None or not has_search_space(entry.method):
             return None
         return SearchEntry(n_trials=budget, space=dict(entry.hparams))
+
+    def budget_warning(self) -> str | None:
+        """One line when searched entries get different numbers of trials (unequal budgets favour the
+        larger); None when every search has the same budget."""
+        budgets = {}
+        for entry in self.methods:
+            search = self.search_for(entry)
+            if search is not None:
+                budgets[entry.label] = search.n_trials
+        if len(set(budgets.values())) > 1:
+            listed = ", ".join(f"{label} {n}" for label, n in budgets.items())
+            return (f"warning: the searches have different budgets ({listed} trials): a method searched more "
+                    f"has more chances to find a good setting; tables state each method's trials")
+        return None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -329,8 +345,9 @@ def _build(cls, values: Any, where: str):
     kwargs = {}
     for name, value in values.items():
         path = f"{where}.{name}" if where else name
-        if name == "search" and cls is MethodEntry and value is True:
-            value = {}  # search = true: the default space (search = false stays false: never searched)
+        if name == "search" and cls is MethodEntry and isinstance(value, bool):
+            kwargs[name] = value  # true: searched with the others' budget (search_for); false: never searched
+            continue
         kwargs[name] = _typed(value, hints[name], path)
     missing = [f.name for f in fields(cls) if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -500,7 +517,7 @@ def validate(config: SweepConfig) -> None:
             spec.resolve(entry.hparams)
         except ValueError as exc:
             raise ConfigError(f"{where}.hparams: {exc}") from None
-        need(entry.search is None or entry.search is False or isinstance(entry.search, SearchEntry),
+        need(entry.search is None or isinstance(entry.search, (bool, SearchEntry)),
              f"{where}.search must be a table/mapping or true or false, got {_shown(entry.search)}")
         if isinstance(entry.search, SearchEntry):
             need(isinstance(entry.search.n_trials, int) and not isinstance(entry.search.n_trials, bool),

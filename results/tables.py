@@ -35,6 +35,7 @@ import pandas as pd
 from results.captions import NOT_SIGNIFICANT, TEST_CHOSEN, data_seed_text, gain_caption, teacher_spread_text
 from results.comparator import choose_comparator
 from results.pooling import per_seed, refuse_mixed
+from results.search_effort import search_sentence
 from results.statistics import ALPHA, CONFIDENCE, holm, paired_test, summary
 from trainables.data.sources import DATASETS
 from trainables.methods import METHODS, table_order
@@ -571,7 +572,8 @@ def protocol_caption(trials: pd.DataFrame, df: pd.DataFrame | None = None) -> st
         return ""
     students = trials[trials["row_key"] != TEACHER_ROW]
     sentences = _selection_sentences(students)
-    trials_text = _trials_sentence(students) if len(students) else None
+    trials_text = (search_sentence(students, df, method_label, method_sort_key) or _trials_sentence(students)
+                   if len(students) else None)
     if trials_text:
         sentences.append(trials_text)
     seeds = _seeds_sentence(trials, df)

@@ -128,3 +128,18 @@ def test_holm_runs_over_every_gain_of_the_table(tmp_path):
         expected[i] = running
     assert [g.p_holm for g in gains] == pytest.approx(expected)
     assert "Holm-adjusted over the 4 tested Δ comparisons" in table.caption
+
+
+def test_caption_counts_search_trials_asha_and_unequal_budgets(tmp_path):
+    records = [make_record("teacher", 0)]
+    for seed in (0, 1):
+        records.append(make_record("kd", seed, trials=3))
+        records.append(make_record("ltkd", seed, trials=5))
+    for alpha, status in ((0.5, "completed"), (1.5, "completed"), (2.5, "early_stopped")):
+        records.append(make_record("ltkd", 9, stage="search", hparams={"alpha": alpha}, status=status))
+    records.append(make_record("kd", 9, stage="search", hparams={"temperature": 2.0}, status="errored"))
+    table = build(tmp_path, records)
+    assert ("LTKD 2/5 (1 stopped early by ASHA, 3 search epochs)" in table.caption
+            and "KD 0/3 (1 errored, 1 search epochs)" in table.caption), table.caption
+    assert "ASHA stopped weak search trials early." in table.caption
+    assert "Unequal search budgets: KD 3, LTKD 5 planned trials" in table.caption

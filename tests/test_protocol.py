@@ -298,6 +298,33 @@ def test_search_baselines_gives_every_searchable_method_the_same_budget(tmp_path
     assert [m.search for m in config.methods][:3] == [None, None, False]
 
 
+@pytest.mark.parametrize("search_baselines", [True, False])
+def test_search_true_gets_the_budget_of_the_other_searches(tmp_path, search_baselines):
+    config = make(tmp_path, search_baselines=search_baselines, methods=[
+        {"method": "ce"}, {"method": "kd", "search": True}, {"method": "ltkd", "search": {"n_trials": 5}}])
+    budgets = {c.entry.label: c.entry.search.n_trials for c in cells(config) if c.entry.search is not None}
+    assert budgets == {"kd": 5, "ltkd": 5}
+    assert config.budget_warning() is None
+    assert json.loads(config.to_json())["methods"][1]["search"] is True  # sweep.json keeps what was written
+
+
+def test_plan_warns_about_unequal_search_budgets(tmp_path, capsys):
+    from orchestrator.cli import main as ltkd_main
+
+    config = config_dict(tmp_path / "store", methods=[
+        {"method": "ce"}, {"method": "kd", "search": {"n_trials": 2}}, {"method": "ltkd", "search": {"n_trials": 5}}])
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(config))
+    assert ltkd_main(["plan", str(path), "--no-estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the searches have different budgets (kd 2, ltkd 5 trials)" in out
+    equal = config_dict(tmp_path / "store", methods=[{"method": "kd", "search": {"n_trials": 5}},
+                                                     {"method": "ltkd", "search": {"n_trials": 5}}])
+    path.write_text(json.dumps(equal))
+    assert ltkd_main(["plan", str(path), "--no-estimate"]) == 0
+    assert "different budgets" not in capsys.readouterr().out
+
+
 def test_without_search_baselines_baselines_run_at_their_defaults(tmp_path):
     config = make(tmp_path, search_baselines=False)
     searched = {c.entry.label for c in cells(config) if c.entry.search is not None}
@@ -416,7 +443,8 @@ def test_sweep_json_plans_exactly_the_same_runs(tmp_path):
     assert again.to_dict() == config.to_dict()
     assert plan(again) == before
     labels = {c.entry.label: c.entry.search for c in cells(again)}
-    assert labels["dkd"] is None and labels["kd"].n_trials == 8 == labels["dist"].n_trials  # the largest explicit budget
+    # search = true and no search key both get LTKD's explicit budget (not SearchEntry's default of 8)
+    assert labels["dkd"] is None and labels["kd"].n_trials == 4 == labels["dist"].n_trials == labels["ltkd"].n_trials
 
 
 def test_a_sweep_json_from_before_the_protocol_is_refused_in_one_line(tmp_path, capsys):

@@ -291,7 +291,11 @@ def test_caption_validation_selection(tmp_path):
     assert "10 images per class held out" in caption
     assert "test set, the paper's protocol" not in caption and "Mixed selection" not in caption
     assert "no selection on the test set" not in caption
-    assert "Search trials per method (defaults: no search): Student defaults, KD 4, DKD 4, LTKD 4." in caption
+    # planned: the finals' search_trials (4 per cell); completed: LTKD's two search records of 1 epoch each
+    assert ("Search trials per method, completed/planned (the best is chosen among completed ones): "
+            "KD 0/4 (0 search epochs); DKD 0/4 (0 search epochs); LTKD 2/4 (2 search epochs); "
+            "at their defaults (no search): Student.") in caption
+    assert "ASHA" not in caption and "Unequal search budgets" not in caption
     assert "Student seeds 0, 1, 2, 3, 4, 5, 6, teacher seed 0 (one teacher: the spread is student-seed noise only)" \
         in caption
     assert "data seed 0 (the long-tailed draw)" in caption

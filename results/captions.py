@@ -19,8 +19,8 @@ def gain_caption(gains: Sequence[Any], proposed: str, label: Callable[[str], str
     text = (f"Δ: {proposed} minus its comparator, the baseline with the highest mean validation accuracy (val_acc) "
             f"over its final runs, chosen once per block and used for every column of it, never on the test "
             f"columns; two-sided paired t-test across seeds (pairs: the same seed and teacher seed, run by both), "
-            f"p-values Holm-adjusted over the {len(tested)} tested Δ comparison{'s' if len(tested) != 1 else ''} of "
-            f"the table; {NOT_SIGNIFICANT}: not significant at {ALPHA:g} after Holm.")
+            f"the p shown is Holm-adjusted over the {len(tested)} tested Δ comparison{'s' if len(tested) != 1 else ''} of "
+            f"the table (the CSV adds the unadjusted p); {NOT_SIGNIFICANT}: not significant at {ALPHA:g} after Holm.")
     if on_test:
         text += (f" {TEST_CHOSEN}: no validation accuracy (selection on the test set or no holdout), so the "
                  f"comparator ({', '.join(on_test)}) was chosen on the test set's overall accuracy, the data it is "

@@ -49,12 +49,12 @@ def _cell_parts(stat: Stat | None, kind: str) -> tuple[str, str | None, str | No
 
 
 def p_text(stat: Stat) -> str:
-    """The gain's paired test as text: 'Holm p = 0.012', 'Holm p < 0.001', 'no test', or why not
-    ('all 3 differences equal: no test')."""
+    """The gain's paired test as text: 'p = 0.012', 'p < 0.001' (Holm-adjusted when the table
+    adjusted it, as its caption says), 'no test', or why not ('all 3 differences equal: no test')."""
     if stat.p_value is None:
         return stat.no_test if stat.no_test and stat.no_test.endswith("no test") else "no test"
-    p, name = (stat.p_holm, "Holm p") if stat.p_holm is not None else (stat.p_value, "p")
-    return f"{name} < 0.001" if p < 0.001 else f"{name} = {p:.3f}"
+    p = stat.p_holm if stat.p_holm is not None else stat.p_value
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def dagger(stat: Stat | None, kind: str) -> str:

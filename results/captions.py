@@ -46,3 +46,27 @@ def data_seed_text(data_seeds: Sequence[int]) -> str:
     if not data_seeds:
         return "data seed not recorded"
     return f"data seed{'s' if len(data_seeds) > 1 else ''} {', '.join(map(str, data_seeds))} (the long-tailed draw)"
+
+
+def paper_protocol_text(holdouts: dict[str, list[int]], n_max: dict[str, int | None], selections: set,
+                        dataset_label: Callable[[str], str]) -> str:
+    """How our rows' protocol differs from the paper's, for a table set beside its numbers.
+
+    `holdouts`: dataset -> validation images held out per class; `n_max`: dataset -> the paper's
+    largest class; `selections`: the splits the searches selected on ("val", "test")."""
+    parts = []
+    for dataset in sorted(holdouts):
+        for held in holdouts[dataset]:
+            nominal = n_max.get(dataset)
+            if held > 0 and nominal:
+                parts.append(f"{dataset_label(dataset)} holds out {held} validation images per class before the "
+                             f"long-tailed draw, so its largest class has {nominal - held} images, not the paper's "
+                             f"{nominal} ({nominal} -> {nominal - held}), and every class count shrinks with it")
+    if "val" in selections:
+        parts.append("hyperparameters were selected on that validation split, where the paper tuned on the test set "
+                     "(its numbers are test-selected, ours are not)")
+    if "test" in selections:
+        parts.append("searched rows selected on the test set, as the paper did")
+    if not parts:
+        return ""
+    return "Protocol differences from the paper: " + "; ".join(parts) + "."

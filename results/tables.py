@@ -32,7 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-from results.captions import NOT_SIGNIFICANT, TEST_CHOSEN, data_seed_text, gain_caption, teacher_spread_text
+from results.captions import (NOT_SIGNIFICANT, TEST_CHOSEN, data_seed_text, gain_caption, paper_protocol_text,
+                              teacher_spread_text)
 from results.comparator import choose_comparator
 from results.pooling import per_seed, refuse_mixed
 from results.search_effort import search_sentence
@@ -666,11 +667,23 @@ def _mixed_notes(per_block: dict, label_of: Callable[[Any], str | None], ignore:
     return notes
 
 
-def _captioned(table: Table, caption: str, paper_source: str) -> Table:
+def _paper_differences(used: pd.DataFrame) -> str:
+    """The caption's sentence on how the rows' protocol differs from the paper's (--paper)."""
+    students = used[used["row_key"] != TEACHER_ROW] if "row_key" in used else used
+    holdouts = {d: _ints(students.loc[students["dataset"] == d, "validation_per_class"])
+                for d in set(students["dataset"])} if len(students) else {}
+    n_max = {d: DATASETS[d].n_max for d in holdouts if d in DATASETS}
+    selections = {how_chosen(r) for r in students.to_dict("records")}
+    return paper_protocol_text(holdouts, n_max, selections, dataset_label)
+
+
+def _captioned(table: Table, caption: str, paper_source: str, used: pd.DataFrame | None = None) -> Table:
     """The table with its caption (white space folded), saying where the paper's numbers come from
-    when it shows them."""
+    and how our protocol differs from the paper's when it shows them."""
     if table.paper:
         caption += f" In parentheses: the paper's published number {paper_source}."
+        if used is not None and not used.empty:
+            caption += " " + _paper_differences(used)
     table.caption = " ".join(caption.split())
     return table
 
@@ -708,7 +721,7 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
                f"class. {_select_caption(select)} {protocol_caption(used, df)} "
                f"{_spread_caption(cells)}{gain_text} LTKD row: rebalanced and reweighted, "
                f"{'/'.join(str(g) for g in groups)} groups. {_chosen_caption()}")
-    return _captioned(table, caption, "(arXiv 2506.18496, Tables 1-3), where it has one")
+    return _captioned(table, caption, "(arXiv 2506.18496, Tables 1-3), where it has one", used)
 
 
 def _has_teacher_seeds(trials: pd.DataFrame) -> bool:
@@ -814,7 +827,7 @@ def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = F
                f"probabilities), each term on or off (alpha = 0: within only; beta = 0: cross only). "
                f"Top-1 accuracy (%). {_select_caption(select)} {protocol_caption(_used(per_block), df)} "
                f"{_spread_caption(cells)} {_chosen_caption()}")
-    return _captioned(table, caption, "(Tables 4-5, CIFAR-100-LT γ=20)")
+    return _captioned(table, caption, "(Tables 4-5, CIFAR-100-LT γ=20)", _used(per_block))
 
 
 WITHIN_NORMS = {"sum": "the within-group term sums the groups with weight 1 each, the paper's, so it grows with "
@@ -882,7 +895,7 @@ def group_count_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool 
                f"classes is continuous reweighting). {_within_norm_sentence(norms)} Overall top-1 accuracy (%). "
                f"{_select_caption(select)} {protocol_caption(_used(per_block), df)} "
                f"{_spread_caption(cells, 'best group count')} {_chosen_caption()}")
-    return _captioned(table, caption, "(Table 6, CIFAR-100-LT γ=100)")
+    return _captioned(table, caption, "(Table 6, CIFAR-100-LT γ=100)", _used(per_block))
 
 
 def _without(hparams_json: str, name: str) -> str:

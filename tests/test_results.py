@@ -792,7 +792,10 @@ def test_report_writes_chosen_hyperparameters_and_best_config(tmp_path, capsys):
     # the main table's caption points at them
     caption = (out / "main_table.md").read_text()
     assert "chosen_hparams" in caption and "best_config.json" in caption
-    assert "Search trials per method (defaults: no search): Student defaults, KD defaults, LTKD 6." in caption
+    searches = [r for r in records if r.stage == "search"]
+    epochs = sum(r.history[-1]["epoch"] for r in searches)
+    assert (f"completed/planned (the best is chosen among completed ones): LTKD {len(searches)}/6 "
+            f"({epochs} search epochs); at their defaults (no search): Student, KD.") in caption
 
 
 def test_group_count_table_names_its_within_norm(tmp_path):

@@ -70,3 +70,12 @@ def paper_protocol_text(holdouts: dict[str, list[int]], n_max: dict[str, int | N
     if not parts:
         return ""
     return "Protocol differences from the paper: " + "; ".join(parts) + "."
+
+
+def weak_teacher_text(weak: Sequence[tuple[str, float, float]]) -> str:
+    """Blocks whose teacher is below the student trained alone on validation: (block, teacher, student)."""
+    if not weak:
+        return ""
+    listed = "; ".join(f"{block}: teacher {t:.2f} vs student alone {s:.2f}" for block, t, s in weak)
+    return (f"Weak teacher: below the student trained alone on mean validation accuracy ({listed}); "
+            f"distillation from such a teacher is expected to hurt, so read the Δ there with that in mind.")

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from results.captions import (NOT_SIGNIFICANT, TEST_CHOSEN, data_seed_text, gain_caption, paper_protocol_text,
-                              teacher_spread_text)
+                              teacher_spread_text, weak_teacher_text)
 from results.comparator import choose_comparator
 from results.pooling import per_seed, refuse_mixed
 from results.search_effort import search_sentence
@@ -715,6 +715,10 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
         _adjust(gains)
         table.cells.append(gains)
         gain_text = " " + gain_caption(gains, method_label(PROPOSED), method_label)
+    weak = weak_teacher_text(_weak_teachers(per_block))
+    if weak:
+        notes.append(weak)
+        gain_text = " " + weak + gain_text
     groups = sorted({main_groups(members[b]) for b in blocks})
     used = _used(per_block)
     caption = (f"Top-1 accuracy (%) on the balanced test set; Tail: the 33% least frequent classes, All: every "
@@ -722,6 +726,19 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
                f"{_spread_caption(cells)}{gain_text} LTKD row: rebalanced and reweighted, "
                f"{'/'.join(str(g) for g in groups)} groups. {_chosen_caption()}")
     return _captioned(table, caption, "(arXiv 2506.18496, Tables 1-3), where it has one", used)
+
+
+def _weak_teachers(per_block: dict) -> list[tuple[str, float, float]]:
+    """(block, teacher's, student alone's mean val_acc) where the teacher is the lower one."""
+    out = []
+    for block, rows in per_block.items():
+        teacher, alone = rows.get(TEACHER_ROW), rows.get(STUDENT_METHOD)
+        if teacher is None or alone is None or "val_acc" not in teacher or "val_acc" not in alone:
+            continue
+        t, a = summary(teacher["val_acc"]).mean, summary(alone["val_acc"]).mean
+        if t is not None and a is not None and t < a:
+            out.append((_block_text(block), t, a))
+    return out
 
 
 def _has_teacher_seeds(trials: pd.DataFrame) -> bool:

@@ -164,3 +164,17 @@ def test_paper_captions_state_the_protocol_differences(tmp_path):
             "class has 450 images, not the paper's 500 (500 -> 450)") in caption
     assert "selected on that validation split, where the paper tuned on the test set" in caption
     assert "Protocol differences" not in main_table(df).caption  # only beside the paper's numbers
+
+
+def test_a_teacher_below_the_student_alone_is_flagged(tmp_path):
+    records = [make_record("teacher", 0, values=(58.0, 30.0))]  # val_acc 57
+    for seed in (0, 1):
+        records.append(make_record("ce", seed, values=(60.0 + seed, 40.0), trials=0))  # val 59, 60: mean 59.5
+        records.append(make_record("ltkd", seed, values=(59.0 + 2 * seed, 41.0)))
+    table = build(tmp_path, records)
+    expected = "CIFAR-100-LT resnet32x4→resnet8x4 γ=10: teacher 57.00 vs student alone 59.50"
+    assert expected in table.caption and "expected to hurt" in table.caption
+    assert table.caption.index("Weak teacher") < table.caption.index("Δ: ")  # read before the Δ row's rule
+    assert any(expected in note for note in table.notes)
+    strong = [make_record("teacher", 0, values=(70.0, 50.0))] + records[1:]
+    assert "Weak teacher" not in build(tmp_path, strong, name="strong").caption

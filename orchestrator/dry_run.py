@@ -218,6 +218,9 @@ def plan_report(config: SweepConfig, estimate: bool = True, device_kind: str | N
         verb = "already finished (reused)" if stage.name == "teachers" else "already ended"
         lines.append(f"{stage.name}: {stage.runs} runs, {stage.done} {verb}, {stage.to_run} to run, "
                      f"{stage.epochs} epochs each = {stage.to_run * stage.epochs} epochs to train")
+    budgets = config.budget_warning()
+    if budgets:
+        lines.append(budgets)
     builds = cache_builds(config)
     if builds:
         lines.append(f"teacher-logit caches to build: {len(builds)} (one per teacher of a logit-method student; "

@@ -10,8 +10,8 @@ The comparison protocol (issue 13) lives here too, each rule in one place:
   must evaluate the test set (`test_every` 1: Tune and ASHA read the metric in every result);
 - `search_seeds` (default one seed not in `seeds`): the seed(s) search trials train with, so a
   final run is never a search trial reused;
-- `teacher_seeds` (default [0]: one teacher per setting serves every student seed; equal to
-  `seeds`: paired one to one), `SweepConfig.teacher_seed_for`;
+- `teacher_seeds` (default: equal to `seeds`, paired one to one, so the spread includes the
+  teacher's; one seed: one teacher per setting serves every student seed), `SweepConfig.teacher_seed_for`;
 - `search_baselines` (default true): every method entry with a search space and no `search` key
   gets the searched entries' n_trials, `SweepConfig.search_for`; `search = false` keeps an
   entry at its defaults;
@@ -137,9 +137,15 @@ class SweepConfig:
     deterministic: bool = False  # deterministic kernels on GPUs (trainables/config.py RunConfig)
     selection: str = "val"  # val: searches maximise the validation metric; test: the test metric (the paper's)
     search_seeds: list[int] | None = None  # None: [max(seeds) + 1], a seed no final run uses
-    teacher_seeds: list[int] = field(default_factory=lambda: [0])  # one seed for all, or equal to seeds
+    # None: the same as seeds (each student seed distils from its own teacher, so the spread over seeds
+    # includes the teacher's); one seed: one teacher serves every student seed (student noise only).
+    teacher_seeds: list[int] | None = None
     search_baselines: bool = True  # method entries without a `search` key get the searched entries' n_trials
     tracking: TrackingEntry = field(default_factory=TrackingEntry)
+
+    def __post_init__(self) -> None:
+        if self.teacher_seeds is None and isinstance(self.seeds, list):
+            self.teacher_seeds = list(self.seeds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,12 +205,28 @@ class SweepConfig:
         """
         if isinstance(entry.search, SearchEntry):
             return entry.search
+        if entry.search is True:  # asked for: the same budget as the searched entries, whatever search_baselines
+            return SearchEntry(n_trials=self.baseline_trials() or SearchEntry.n_trials, space=dict(entry.hparams))
         if entry.search is not None or not self.search_baselines:
             return None
         budget = self.baseline_trials()
         if budget is None or not has_search_space(entry.method):
             return None
         return SearchEntry(n_trials=budget, space=dict(entry.hparams))
+
+    def budget_warning(self) -> str | None:
+        """One line when searched entries get different numbers of trials (unequal budgets favour the
+        larger); None when every search has the same budget."""
+        budgets = {}
+        for entry in self.methods:
+            search = self.search_for(entry)
+            if search is not None:
+                budgets[entry.label] = search.n_trials
+        if len(set(budgets.values())) > 1:
+            listed = ", ".join(f"{label} {n}" for label, n in budgets.items())
+            return (f"warning: the searches have different budgets ({listed} trials): a method searched more "
+                    f"has more chances to find a good setting; tables state each method's trials")
+        return None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -323,8 +345,9 @@ def _build(cls, values: Any, where: str):
     kwargs = {}
     for name, value in values.items():
         path = f"{where}.{name}" if where else name
-        if name == "search" and cls is MethodEntry and value is True:
-            value = {}  # search = true: the default space (search = false stays false: never searched)
+        if name == "search" and cls is MethodEntry and isinstance(value, bool):
+            kwargs[name] = value  # true: searched with the others' budget (search_for); false: never searched
+            continue
         kwargs[name] = _typed(value, hints[name], path)
     missing = [f.name for f in fields(cls) if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -494,7 +517,7 @@ def validate(config: SweepConfig) -> None:
             spec.resolve(entry.hparams)
         except ValueError as exc:
             raise ConfigError(f"{where}.hparams: {exc}") from None
-        need(entry.search is None or entry.search is False or isinstance(entry.search, SearchEntry),
+        need(entry.search is None or isinstance(entry.search, (bool, SearchEntry)),
              f"{where}.search must be a table/mapping or true or false, got {_shown(entry.search)}")
         if isinstance(entry.search, SearchEntry):
             need(isinstance(entry.search.n_trials, int) and not isinstance(entry.search.n_trials, bool),
@@ -697,6 +720,9 @@ def _entry_schema(cls, defs: dict[str, Any], extras: dict) -> dict[str, Any]:
             required.append(f.name)  # no default, or one validate refuses (datasets = []): the key must be given
         else:
             prop["default"] = _default_json(default)
+        if cls is SweepConfig and f.name == "teacher_seeds":
+            prop["description"] = ("default (null): the same seeds as `seeds`, each student seed distilling from "
+                                   "its own teacher; one seed: one teacher serves every student seed")
         if cls is MethodEntry and f.name == "search":
             prop["description"] = ("a table: searched; true: searched over the default space; false: never "
                                    "searched; absent: searched when search_baselines gives it a budget")

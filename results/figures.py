@@ -568,7 +568,9 @@ def sensitivity_figure(group: pd.DataFrame, objective: str | None = None) -> Fig
     nrows = math.ceil(total / ncols)
     fig = Figure(figsize=(4.3 * ncols, 3.9 * nrows + 0.6))
     params = _hparams(group)
-    best_index = group[cell_objective].idxmax()
+    completed = group[group["status"] == "completed"]
+    # the star marks the trial the search chose: only a trial that ran every epoch can be chosen
+    best_index = completed[cell_objective].idxmax() if len(completed) else None
     objective_label = LABELS.get(cell_objective, cell_objective)
     first = None
     for k, (name, kind) in enumerate(panels):
@@ -644,9 +646,9 @@ def _optuna_history(df: pd.DataFrame, objective: str | None) -> Iterator[tuple[s
         if len(stopped):
             ax.scatter(stopped["number"], stopped[objective_here], s=26, facecolors="none", edgecolors="#ff7f0e",
                        label="stopped early (last value)", zorder=3)
-        if len(scored):
-            best = np.maximum.accumulate(scored[objective_here].to_numpy(dtype=float))
-            numbers = scored["number"].to_numpy()
+        if len(done):  # an early-stopped trial's last value is never the search's best: completed only
+            best = np.maximum.accumulate(done[objective_here].to_numpy(dtype=float))
+            numbers = done["number"].to_numpy()
             end = group["number"].max()
             ax.step(np.append(numbers, end), np.append(best, best[-1]), where="post", color="#d62728", lw=1.8,
                     label=f"best so far ({best[-1]:.2f}%)", zorder=2)

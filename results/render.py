@@ -9,7 +9,9 @@ says it has none). The best student is bold everywhere; the second best is under
 HTML and set in italics in Markdown (raw `<u>` tags read badly in a terminal), and each format's
 caption names the mark it uses. LaTeX sets a table at its natural size unless it is wide
 (`latex_needs_resize`): only then is it scaled to `\textwidth`. The gain row carries the paired
-t-test's p-value, and a dagger when the gain is not significant at 0.05 (or could not be tested).
+t-test's Holm-adjusted p-value (or why there is no test), a dagger when the gain is not significant
+at 0.05 after Holm (or could not be tested), and a double dagger when its comparator was chosen on
+the test set.
 `TextTable`s (the chosen hyperparameters) render as plain tables in every format.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from results.tables import NOT_SIGNIFICANT, SECOND_BEST_CAPTION, Column, Stat, Table, TextTable, format_factor
+from results.tables import NOT_SIGNIFICANT, SECOND_BEST_CAPTION, TEST_CHOSEN, Column, Stat, Table, TextTable, format_factor
 
 DIGITS = 2
 
@@ -47,17 +49,19 @@ def _cell_parts(stat: Stat | None, kind: str) -> tuple[str, str | None, str | No
 
 
 def p_text(stat: Stat) -> str:
-    """The gain's paired test as text: 'p = 0.012', 'p < 0.001' or 'no test'."""
+    """The gain's paired test as text: 'p = 0.012', 'p < 0.001' (Holm-adjusted when the table
+    adjusted it, as its caption says), 'no test', or why not ('all 3 differences equal: no test')."""
     if stat.p_value is None:
-        return "no test"
-    return "p < 0.001" if stat.p_value < 0.001 else f"p = {stat.p_value:.3f}"
+        return stat.no_test if stat.no_test and stat.no_test.endswith("no test") else "no test"
+    p = stat.p_holm if stat.p_holm is not None else stat.p_value
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def dagger(stat: Stat | None, kind: str) -> str:
-    """The mark of a gain that is not significant (or was not tested)."""
-    if kind != "gain" or stat is None or stat.mean is None or stat.significant:
+    """The marks of a gain: not significant (or not tested), comparator chosen on the test set."""
+    if kind != "gain" or stat is None or stat.mean is None:
         return ""
-    return NOT_SIGNIFICANT
+    return ("" if stat.significant else NOT_SIGNIFICANT) + (TEST_CHOSEN if stat.compared_on == "test" else "")
 
 
 def ci_text(stat: Stat | None, kind: str) -> str | None:
@@ -183,7 +187,7 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_UNICODE = {"→": r"$\rightarrow$", "γ": r"$\gamma$", "Δ": r"$\Delta$", "−": "$-$", "±": r"$\pm$",
                   "✓": r"\checkmark", "✗": r"$\times$", "–": "--",
-                  "†": r"$^\dagger$"}
+                  "†": r"$^\dagger$", "‡": r"$^\ddagger$"}
 
 
 def latex_escape(text: str) -> str:
@@ -363,7 +367,7 @@ def to_html(table: Table | TextTable) -> str:
 
 
 CSV_FIELDS = ("table", "row", "row_key", "row_kind", "dataset", "teacher", "student", "imbalance_factor", "metric",
-              "mean", "std", "n", "ci_low", "ci_high", "ci_note", "compared_to", "n_pairs", "p_value", "significant",
+              "mean", "std", "n", "ci_low", "ci_high", "ci_note", "compared_to", "compared_on", "n_pairs", "p_value", "p_holm", "significant",
               "mark", "paper", "select")
 
 
@@ -393,8 +397,10 @@ def to_csv(table: Table | TextTable) -> str:
                 "ci_high": _csv_number(stat.ci[1] if stat.ci else None),
                 "ci_note": (f"interval of the mean paired difference ({stat.n_pairs} pairs)" if gain and stat.ci
                             else "" if stat.ci else ci_text(stat, table.kinds[i])),
-                "compared_to": stat.compared_to or "", "n_pairs": stat.n_pairs if gain else "",
+                "compared_to": stat.compared_to or "", "compared_on": stat.compared_on or "",
+                "n_pairs": stat.n_pairs if gain else "",
                 "p_value": "" if not gain or stat.p_value is None else repr(float(f"{stat.p_value:.6g}")),
+                "p_holm": "" if not gain or stat.p_holm is None else repr(float(f"{stat.p_holm:.6g}")),
                 "significant": "" if not gain else ("no test" if stat.significant is None
                                                     else "yes" if stat.significant else "no"),
                 "mark": stat.mark or "", "paper": _csv_number(stat.paper), "select": table.select,

@@ -1,5 +1,5 @@
 """Statistics of the tables: mean and spread over seeds, Student-t confidence intervals and the
-paired t-test of LTKD against the best baseline.
+paired t-test of LTKD against its comparator, with Holm's adjustment.
 
 The t quantiles and the paired test come from scipy.stats (a well-kept implementation rather
 than our own); scipy is imported inside the functions, so reading results stays light.
@@ -8,7 +8,9 @@ than our own); scipy is imported inside the functions, so reading results stays 
   mean ± t_{0.975, n-1} · s / sqrt(n). One value: the mean alone, no spread and no interval.
 - `paired_test(ours, theirs)`: two-sided paired t-test (scipy.stats.ttest_rel) on the pairs
   present in both mappings (key: seed and teacher seed), with the mean paired difference and its
-  t-interval. Fewer than two pairs, or differences that are all zero: no test (p is None).
+  t-interval. Fewer than two pairs, or differences that are all equal (zero spread: t is 0/0 or
+  ±inf, and scipy's p of 0 would read as a certain gain): no test (p is None) and a reason.
+- `holm(p_values)`: Holm's step-down adjustment of a family of p-values.
 """
 from __future__ import annotations
 
@@ -99,8 +101,9 @@ def paired_test(ours: Mapping, theirs: Mapping, level: float = CONFIDENCE) -> Pa
         return PairedTest(n, mean, None, None, None, "one pair")
     std = statistics.stdev(differences)
     ci = t_interval(mean, std, n, level)
-    if all(d == 0 for d in differences):
-        return PairedTest(n, mean, ci, None, None, "identical values")
+    # Equal up to float rounding (50.1 - 48 and 51.1 - 49 differ in the last bit): no spread.
+    if max(differences) - min(differences) <= 1e-9 * max(1.0, max(abs(d) for d in differences)):
+        return PairedTest(n, mean, None, None, None, f"all {n} differences equal: no test")
     from scipy import stats
 
     with warnings.catch_warnings():  # nearly constant differences: scipy warns about precision
@@ -108,6 +111,23 @@ def paired_test(ours: Mapping, theirs: Mapping, level: float = CONFIDENCE) -> Pa
         result = stats.ttest_rel(a, b)
     p = float(result.pvalue)
     statistic = float(result.statistic)
-    if not math.isfinite(p):
-        return PairedTest(n, mean, ci, None, None, "no finite test statistic")
+    if not (math.isfinite(p) and math.isfinite(statistic)):
+        return PairedTest(n, mean, ci, None, None, "no finite test statistic: no test")
     return PairedTest(n, mean, ci, statistic, p)
+
+
+def holm(p_values: Iterable[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values, in the input order; None (no test) stays None and is not counted.
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max_{k <= i} min(1, (m - k + 1) p_(k)),
+    so rejecting where adjusted p < alpha controls the family-wise error rate at alpha.
+    """
+    values = list(p_values)
+    tested = sorted((p, i) for i, p in enumerate(values) if p is not None)
+    m = len(tested)
+    out: list[float | None] = [None] * len(values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

@@ -15,7 +15,8 @@ the notes). Teachers (config role "teacher") fill the Teacher row of every colum
 that teacher architecture; the Student row is method "ce". Spread is the sample standard
 deviation over seeds (ddof 1) with a 95% Student-t interval (results/statistics.py); a cell with
 one seed shows its mean alone, with no spread and no interval. The gain row carries a paired
-t-test of LTKD against the best baseline of its column. Captions describe how the rows were
+t-test of LTKD against its block's comparator (chosen on validation: results/comparator.py),
+Holm-adjusted over the table's gain cells. Captions describe how the rows were
 produced from the rows themselves (selection split, search trials, seeds, teacher seeds).
 """
 from __future__ import annotations
@@ -31,7 +32,12 @@ from typing import Any
 
 import pandas as pd
 
-from results.statistics import ALPHA, CONFIDENCE, paired_test, summary
+from results.captions import (NOT_SIGNIFICANT, TEST_CHOSEN, data_seed_text, gain_caption, paper_protocol_text,
+                              teacher_spread_text, weak_teacher_text)
+from results.comparator import choose_comparator
+from results.pooling import per_seed, refuse_mixed
+from results.search_effort import search_sentence
+from results.statistics import ALPHA, CONFIDENCE, holm, paired_test, summary
 from trainables.data.sources import DATASETS
 from trainables.methods import METHODS, table_order
 from trainables.metrics import ACCURACY_METRICS
@@ -54,7 +60,6 @@ METRICS = (("acc_tail", "Tail"), ("acc", "All"))
 DEFAULT_GROUPS = 3
 CHOSEN_TABLE = "chosen_hparams"  # file stem of the chosen-hyperparameters table
 BEST_CONFIG_FILE = "best_config.json"
-NOT_SIGNIFICANT = "†"
 # How the captions name the second-best mark (LaTeX and HTML underline it; the Markdown renderer,
 # which sets it in italics, rewrites these words: results.render.MARKDOWN_SECOND_BEST).
 SECOND_BEST_CAPTION = "underlined: second best"
@@ -96,15 +101,18 @@ class Stat:
     mark: str | None = None
     paper: float | None = None
     ci: tuple[float, float] | None = None  # 95% Student-t interval of the mean (None: fewer than 2 seeds)
-    # gain cells only: the paired t-test of LTKD against `compared_to` (the best baseline)
+    # gain cells only: the paired t-test of LTKD against `compared_to` (results/comparator.py)
     compared_to: str | None = None
+    compared_on: str | None = None  # what chose the comparator: "validation" or "test"
     n_pairs: int = 0
-    p_value: float | None = None
+    p_value: float | None = None  # the test's own p-value
+    p_holm: float | None = None  # Holm-adjusted over the table's gain cells: what significance reads
     no_test: str | None = None  # why there is no p-value
 
     @property
     def significant(self) -> bool | None:
-        return None if self.p_value is None else self.p_value < ALPHA
+        p = self.p_holm if self.p_holm is not None else self.p_value
+        return None if p is None else p < ALPHA
 
 
 @dataclass(frozen=True)
@@ -371,6 +379,11 @@ def main_rows(members: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _block_text(block: tuple) -> str:
+    dataset, teacher, student, factor = block
+    return f"{dataset_label(dataset)} {teacher}→{student} γ={format_factor(factor)}"
+
+
 def _mixed_note(label: str, block: tuple, trials: pd.DataFrame) -> str | None:
     settings = trials["hparams_json"].nunique()
     if settings > 1:
@@ -531,7 +544,7 @@ def _seeds_sentence(trials: pd.DataFrame, df: pd.DataFrame | None) -> str | None
         if len(taught):
             teacher_seeds = _ints(taught["teacher_seed"])
             text += (f", teacher seed{'s' if len(teacher_seeds) > 1 else ''} {_int_text(teacher_seeds)}"
-                     if teacher_seeds else ", teacher seeds not recorded")
+                     + teacher_spread_text(seeds, teacher_seeds) if teacher_seeds else ", teacher seeds not recorded")
         parts.append(text)
         if df is not None and not df.empty:
             search = df[(df["row_kind"] == "final") & (df["stage"] == "search")
@@ -546,6 +559,7 @@ def _seeds_sentence(trials: pd.DataFrame, df: pd.DataFrame | None) -> str | None
                                 else "none of them reported (fresh seeds for the final runs)"))
     if len(teachers):
         parts.append(f"teacher row: seeds {_int_text(_ints(teachers['seed']))}")
+    parts.append(data_seed_text(_ints(trials["data_seed"]) if "data_seed" in trials else []))
     if not parts:
         return None
     text = "; ".join(parts)
@@ -559,7 +573,8 @@ def protocol_caption(trials: pd.DataFrame, df: pd.DataFrame | None = None) -> st
         return ""
     students = trials[trials["row_key"] != TEACHER_ROW]
     sentences = _selection_sentences(students)
-    trials_text = _trials_sentence(students) if len(students) else None
+    trials_text = (search_sentence(students, df, method_label, method_sort_key) or _trials_sentence(students)
+                   if len(students) else None)
     if trials_text:
         sentences.append(trials_text)
     seeds = _seeds_sentence(trials, df)
@@ -609,7 +624,7 @@ def _cell_stats(per_block: dict, columns: list[Column], keys: list, lookup: dict
             trials_here = per_block[block].get(key)
             if trials_here is None:
                 continue
-            stat = summarize(trials_here[column.metric])
+            stat = summarize(per_seed(trials_here, column.metric))  # n: distinct seeds
             if lookup:
                 stat.paper = lookup.get(block + (paper_key(key),), {}).get(column.metric)
             cells[i][j] = stat
@@ -652,11 +667,23 @@ def _mixed_notes(per_block: dict, label_of: Callable[[Any], str | None], ignore:
     return notes
 
 
-def _captioned(table: Table, caption: str, paper_source: str) -> Table:
+def _paper_differences(used: pd.DataFrame) -> str:
+    """The caption's sentence on how the rows' protocol differs from the paper's (--paper)."""
+    students = used[used["row_key"] != TEACHER_ROW] if "row_key" in used else used
+    holdouts = {d: _ints(students.loc[students["dataset"] == d, "validation_per_class"])
+                for d in set(students["dataset"])} if len(students) else {}
+    n_max = {d: DATASETS[d].n_max for d in holdouts if d in DATASETS}
+    selections = {how_chosen(r) for r in students.to_dict("records")}
+    return paper_protocol_text(holdouts, n_max, selections, dataset_label)
+
+
+def _captioned(table: Table, caption: str, paper_source: str, used: pd.DataFrame | None = None) -> Table:
     """The table with its caption (white space folded), saying where the paper's numbers come from
-    when it shows them."""
+    and how our protocol differs from the paper's when it shows them."""
     if table.paper:
         caption += f" In parentheses: the paper's published number {paper_source}."
+        if used is not None and not used.empty:
+            caption += " " + _paper_differences(used)
     table.caption = " ".join(caption.split())
     return table
 
@@ -670,6 +697,7 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
     blocks = table_cells(trials)
     members = {b: block_members(trials, b) for b in blocks}
     per_block = {b: main_rows(members[b]) for b in blocks}
+    notes += refuse_mixed(per_block, method_label, _block_text, shared=(TEACHER_ROW,))
     keys = sorted({k for rows in per_block.values() for k in rows}, key=method_sort_key)
     columns, lookup, cells = _columns_and_cells(per_block, blocks, keys, ("main_results", "method") if paper else None)
     notes += _mixed_notes(per_block, lambda key: None if key == TEACHER_ROW else method_label(key))
@@ -680,25 +708,37 @@ def main_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False
     mark_best(table)
     gain_text = ""
     if PROPOSED in keys and any(k not in (PROPOSED, TEACHER_ROW) for k in keys):
-        table.rows.append(f"Δ {method_label(PROPOSED)} − best baseline")
+        table.rows.append(f"Δ {method_label(PROPOSED)} − comparator")
         table.kinds.append("gain")
         table.row_keys.append("gain")
         gains = [_gain(table, j, lookup, per_block) for j in range(len(columns))]
+        _adjust(gains)
         table.cells.append(gains)
-        gain_text = (f" Δ: {method_label(PROPOSED)} minus the best other student method of the column (the teacher "
-                     f"excluded), with the two-sided paired t-test p-value across seeds against that method (pairs: "
-                     f"the same seed and teacher seed, run by both); {NOT_SIGNIFICANT}: not significant at "
-                     f"{ALPHA:g}.")
-        if any(g is not None and g.p_value is None for g in gains):
-            gain_text += (f" No test: fewer than two such pairs (or identical values); such a gain carries "
-                          f"{NOT_SIGNIFICANT} too.")
+        gain_text = " " + gain_caption(gains, method_label(PROPOSED), method_label)
+    weak = weak_teacher_text(_weak_teachers(per_block))
+    if weak:
+        notes.append(weak)
+        gain_text = " " + weak + gain_text
     groups = sorted({main_groups(members[b]) for b in blocks})
     used = _used(per_block)
     caption = (f"Top-1 accuracy (%) on the balanced test set; Tail: the 33% least frequent classes, All: every "
                f"class. {_select_caption(select)} {protocol_caption(used, df)} "
                f"{_spread_caption(cells)}{gain_text} LTKD row: rebalanced and reweighted, "
                f"{'/'.join(str(g) for g in groups)} groups. {_chosen_caption()}")
-    return _captioned(table, caption, "(arXiv 2506.18496, Tables 1-3), where it has one")
+    return _captioned(table, caption, "(arXiv 2506.18496, Tables 1-3), where it has one", used)
+
+
+def _weak_teachers(per_block: dict) -> list[tuple[str, float, float]]:
+    """(block, teacher's, student alone's mean val_acc) where the teacher is the lower one."""
+    out = []
+    for block, rows in per_block.items():
+        teacher, alone = rows.get(TEACHER_ROW), rows.get(STUDENT_METHOD)
+        if teacher is None or alone is None or "val_acc" not in teacher or "val_acc" not in alone:
+            continue
+        t, a = summary(teacher["val_acc"]).mean, summary(alone["val_acc"]).mean
+        if t is not None and a is not None and t < a:
+            out.append((_block_text(block), t, a))
+    return out
 
 
 def _has_teacher_seeds(trials: pd.DataFrame) -> bool:
@@ -725,28 +765,22 @@ def paired_values(trials: pd.DataFrame, metric: str, with_teacher: bool) -> dict
 
 
 def _gain(table: Table, j: int, lookup: dict, per_block: dict | None = None) -> Stat | None:
-    ours = None
-    baselines = []
-    for key, cell in zip(table.row_keys, (row[j] for row in table.cells)):
-        if cell is None or cell.mean is None:
-            continue
-        if key == PROPOSED:
-            ours = cell.mean
-        elif key != TEACHER_ROW:
-            baselines.append((key, cell.mean))
-    if ours is None or not baselines:
-        return None
-    best_key, best_mean = max(baselines, key=lambda kv: kv[1])  # the first of equal means, in row order
-    gain = Stat(ours - best_mean, compared_to=best_key)
+    """LTKD's mean minus its comparator's (chosen per block on validation, results/comparator.py) in
+    column j, with the paired test across seeds (p_holm is filled in over the whole table later)."""
     column = table.columns[j]
     block = (column.dataset, column.teacher, column.student, column.imbalance_factor)
     rows = (per_block or {}).get(block, {})
-    mine, theirs = rows.get(PROPOSED), rows.get(best_key)
-    if mine is not None and theirs is not None:
-        with_teacher = _has_teacher_seeds(mine) and _has_teacher_seeds(theirs)
-        test = paired_test(paired_values(mine, column.metric, with_teacher),
-                           paired_values(theirs, column.metric, with_teacher))
-        gain.n_pairs, gain.p_value, gain.no_test, gain.ci = test.n_pairs, test.p_value, test.reason, test.ci
+    comparator = choose_comparator(rows, exclude=(PROPOSED, TEACHER_ROW))
+    cells = dict(zip(table.row_keys, (row[j] for row in table.cells)))
+    ours, theirs_cell = cells.get(PROPOSED), cells.get(comparator.key) if comparator else None
+    if ours is None or ours.mean is None or theirs_cell is None or theirs_cell.mean is None:
+        return None
+    gain = Stat(ours.mean - theirs_cell.mean, compared_to=comparator.key, compared_on=comparator.basis)
+    mine, theirs = rows.get(PROPOSED), rows.get(comparator.key)
+    with_teacher = _has_teacher_seeds(mine) and _has_teacher_seeds(theirs)
+    test = paired_test(paired_values(mine, column.metric, with_teacher),
+                       paired_values(theirs, column.metric, with_teacher))
+    gain.n_pairs, gain.p_value, gain.no_test, gain.ci = test.n_pairs, test.p_value, test.reason, test.ci
     if table.paper:
         published = {key[-1]: values.get(column.metric) for key, values in lookup.items() if key[:4] == block}
         theirs_paper = published.get(PROPOSED)
@@ -754,6 +788,14 @@ def _gain(table: Table, j: int, lookup: dict, per_block: dict | None = None) -> 
         if theirs_paper is not None and others:
             gain.paper = theirs_paper - max(others)
     return gain
+
+
+def _adjust(gains: list[Stat | None]) -> None:
+    """Holm's adjustment over every tested gain of the table (one family: the table's Δ row)."""
+    adjusted = holm([None if g is None else g.p_value for g in gains])
+    for gain, p in zip(gains, adjusted):
+        if gain is not None:
+            gain.p_holm = p
 
 
 def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = False) -> Table | None:
@@ -780,6 +822,7 @@ def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = F
         per_block[block] = rows
     if not blocks:
         return None
+    notes += refuse_mixed(per_block, lambda key: method_label("kd") if key == "kd" else VARIANT_LABELS[key], _block_text)
     keys = [k for k in ["kd"] + VARIANT_ORDER if any(k in rows for rows in per_block.values())]
     columns, _, cells = _columns_and_cells(per_block, blocks, keys, ("ablations", "variant") if paper else None,
                                            lambda key: "baseline_kd" if key == "kd" else key)
@@ -801,7 +844,7 @@ def ablation_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool = F
                f"probabilities), each term on or off (alpha = 0: within only; beta = 0: cross only). "
                f"Top-1 accuracy (%). {_select_caption(select)} {protocol_caption(_used(per_block), df)} "
                f"{_spread_caption(cells)} {_chosen_caption()}")
-    return _captioned(table, caption, "(Tables 4-5, CIFAR-100-LT γ=20)")
+    return _captioned(table, caption, "(Tables 4-5, CIFAR-100-LT γ=20)", _used(per_block))
 
 
 WITHIN_NORMS = {"sum": "the within-group term sums the groups with weight 1 each, the paper's, so it grows with "
@@ -853,6 +896,7 @@ def group_count_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool 
                                 labelled.groupby(["groups", "norm"], sort=False)}
         else:
             per_block[block] = {(int(n), None): group for n, group in full.groupby("groups")}
+    notes += refuse_mixed(per_block, lambda key: f"LTKD with {key[0]} groups", _block_text)
     keys = sorted({k for rows in per_block.values() for k in rows}, key=lambda k: (k[0], k[1] or ""))
     columns, _, cells = _columns_and_cells(per_block, blocks, keys, ("group_count", "n_groups") if paper else None,
                                            lambda key: key[0], (("acc", "All"),))
@@ -868,7 +912,7 @@ def group_count_table(df: pd.DataFrame, select: str = "last-epoch", paper: bool 
                f"classes is continuous reweighting). {_within_norm_sentence(norms)} Overall top-1 accuracy (%). "
                f"{_select_caption(select)} {protocol_caption(_used(per_block), df)} "
                f"{_spread_caption(cells, 'best group count')} {_chosen_caption()}")
-    return _captioned(table, caption, "(Table 6, CIFAR-100-LT γ=100)")
+    return _captioned(table, caption, "(Table 6, CIFAR-100-LT γ=100)", _used(per_block))
 
 
 def _without(hparams_json: str, name: str) -> str:

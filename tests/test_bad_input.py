@@ -108,7 +108,9 @@ def test_right_types_still_load(tmp_path):
         methods=[{"method": "ltkd", "search": True}, {"method": "kd", "search": None}],
     ))
     assert config.resources.cpus_per_trial == 2 and config.datasets[0].imbalance_factors == [10, 12.5]
-    assert config.methods[0].search.n_trials == 8 and config.methods[1].search is None
+    # search = true is kept as written; with no other searched entry its budget is SearchEntry's default
+    assert config.methods[0].search is True and config.search_for(config.methods[0]).n_trials == 8
+    assert config.methods[1].search is None
 
 
 @pytest.mark.parametrize("change,needles", [

@@ -94,8 +94,9 @@ def test_sweep_list_and_plan_with_a_root_override(capsys, tmp_path):
     assert ltkd_main(["plan", "paper:table4", "--root", str(root), "--storage", str(tmp_path / "store"),
                       "--no-estimate"]) == 0
     out = capsys.readouterr().out
-    # 6 pairs, one factor: 3 teachers (one per teacher architecture); 2 variants x 6 settings x 20 trials.
-    assert re.search(r"^teachers: 3 runs, 0 already finished \(reused\), 3 to run, 240 epochs", out, re.M)
+    # 6 pairs, one factor: 3 teacher architectures x 3 teacher seeds (the default: teacher_seeds = seeds,
+    # each student seed its own teacher); 2 variants x 6 settings x 20 trials.
+    assert re.search(r"^teachers: 9 runs, 0 already finished \(reused\), 9 to run, 240 epochs", out, re.M)
     assert re.search(r"^search: 240 runs", out, re.M) and re.search(r"^final: 36 runs", out, re.M)
     assert not (tmp_path / "store").exists()
 

@@ -208,6 +208,21 @@ def test_teacher_pairing(tmp_path, teacher_seeds, expected):
     assert trial.teacher_seed == teacher_seeds[0] == by_dir[trial.teacher_dir]
 
 
+def test_teacher_seeds_default_to_the_seeds(tmp_path):
+    """Each student seed distils from its own teacher unless the config names one teacher seed."""
+    config = make(tmp_path, seeds=[4, 5, 6])
+    assert config.teacher_seeds == [4, 5, 6]
+    assert {r.run.seed: r.teacher_seed for r in final_runs(config, {}) if r.run.method != "ce"} == {4: 4, 5: 5, 6: 6}
+    assert json.loads(config.to_json())["teacher_seeds"] == [4, 5, 6]  # sweep.json states it
+    assert make(tmp_path, teacher_seeds=[0]).teacher_seeds == [0]
+    from orchestrator.sweep_cli import config_path, packaged_configs
+    from orchestrator.sweep_config import load_config
+
+    for name in ["quickstart", *packaged_configs()]:  # the quickstart and the paper's tables use the default
+        shipped = load_config(config_path(None if name == "quickstart" else name))
+        assert shipped.teacher_seeds == shipped.seeds, name
+
+
 def test_teacher_and_student_share_the_validation_split(tmp_path):
     config = make(tmp_path, datasets=[{"name": "digits", "imbalance_factors": [10], "validation_per_class": 7},
                                       {"name": "cifar100", "root": str(tmp_path), "imbalance_factors": [100]}])
@@ -227,7 +242,8 @@ def test_planned_runs_carry_the_protocol_keys(tmp_path):
     assert (teacher["teacher_seed"], teacher["search_trials"], teacher["selection"]) == (None, 0, "val")
     chosen = {cell.key: {"temperature": 3.0} for cell in cells(config) if cell.entry.search is not None}
     finals = {(r.run.method, r.run.seed): r.trial_config(config) for r in final_runs(config, chosen)}
-    assert finals[("ltkd", 1)]["search_trials"] == 4 and finals[("ltkd", 1)]["teacher_seed"] == 0
+    # teacher_seeds defaults to seeds: student seed 1 distils from teacher seed 1
+    assert finals[("ltkd", 1)]["search_trials"] == 4 and finals[("ltkd", 1)]["teacher_seed"] == 1
     assert finals[("kd", 1)]["search_trials"] == 4  # equal budgets
     assert finals[("ce", 1)]["search_trials"] == 0 and finals[("ce", 1)]["teacher_seed"] is None
     assert {t["objective_metric"] for t in finals.values()} == {"val_acc"}
@@ -280,6 +296,33 @@ def test_search_baselines_gives_every_searchable_method_the_same_budget(tmp_path
     assert hparams["rebalance"] is False and hparams["alpha"] == 2.0 and "beta" in hparams
     # The config keeps what was written: absent stays absent, false stays false.
     assert [m.search for m in config.methods][:3] == [None, None, False]
+
+
+@pytest.mark.parametrize("search_baselines", [True, False])
+def test_search_true_gets_the_budget_of_the_other_searches(tmp_path, search_baselines):
+    config = make(tmp_path, search_baselines=search_baselines, methods=[
+        {"method": "ce"}, {"method": "kd", "search": True}, {"method": "ltkd", "search": {"n_trials": 5}}])
+    budgets = {c.entry.label: c.entry.search.n_trials for c in cells(config) if c.entry.search is not None}
+    assert budgets == {"kd": 5, "ltkd": 5}
+    assert config.budget_warning() is None
+    assert json.loads(config.to_json())["methods"][1]["search"] is True  # sweep.json keeps what was written
+
+
+def test_plan_warns_about_unequal_search_budgets(tmp_path, capsys):
+    from orchestrator.cli import main as ltkd_main
+
+    config = config_dict(tmp_path / "store", methods=[
+        {"method": "ce"}, {"method": "kd", "search": {"n_trials": 2}}, {"method": "ltkd", "search": {"n_trials": 5}}])
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(config))
+    assert ltkd_main(["plan", str(path), "--no-estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the searches have different budgets (kd 2, ltkd 5 trials)" in out
+    equal = config_dict(tmp_path / "store", methods=[{"method": "kd", "search": {"n_trials": 5}},
+                                                     {"method": "ltkd", "search": {"n_trials": 5}}])
+    path.write_text(json.dumps(equal))
+    assert ltkd_main(["plan", str(path), "--no-estimate"]) == 0
+    assert "different budgets" not in capsys.readouterr().out
 
 
 def test_without_search_baselines_baselines_run_at_their_defaults(tmp_path):
@@ -400,7 +443,8 @@ def test_sweep_json_plans_exactly_the_same_runs(tmp_path):
     assert again.to_dict() == config.to_dict()
     assert plan(again) == before
     labels = {c.entry.label: c.entry.search for c in cells(again)}
-    assert labels["dkd"] is None and labels["kd"].n_trials == 8 == labels["dist"].n_trials  # the largest explicit budget
+    # search = true and no search key both get LTKD's explicit budget (not SearchEntry's default of 8)
+    assert labels["dkd"] is None and labels["kd"].n_trials == 4 == labels["dist"].n_trials == labels["ltkd"].n_trials
 
 
 def test_a_sweep_json_from_before_the_protocol_is_refused_in_one_line(tmp_path, capsys):

@@ -42,7 +42,8 @@ def _values(method: str, seed: int) -> tuple[float, float]:
 def make_record(method: str, seed: int, *, teacher_seed: int | None = 0, selection: str | None = "val",
                 objective: str | None = "val_acc", trials: int | None = 4, stage: str = "final",
                 values: tuple[float, float] | None = None, sweep: str = "stats", hparams: dict | None = None,
-                status: str = "completed") -> TrialRecord:
+                status: str = "completed", val_shift: float | None = -1.0) -> TrialRecord:
+    """One trial's record; its validation accuracy is its test accuracy + val_shift (None: no holdout)."""
     role = "teacher" if method == "teacher" else "student"
     acc, tail = values if values is not None else _values(method, seed)
     if role == "teacher":
@@ -64,8 +65,10 @@ def make_record(method: str, seed: int, *, teacher_seed: int | None = 0, selecti
         "seed": seed, "epochs": 1, "hparams": hp, "validation_per_class": 10,
     }
     history = [{"epoch": 1, "epochs": 1, "acc": acc, "acc_tail": tail, "acc_head": acc + 10, "acc_medium": acc,
-                "val_acc": acc - 1, "val_acc_head": acc + 9, "val_acc_medium": acc - 1, "val_acc_tail": tail - 1,
                 "device": "cpu"}]
+    if val_shift is not None:
+        history[0].update(val_acc=acc + val_shift, val_acc_head=acc + 10 + val_shift, val_acc_medium=acc + val_shift,
+                          val_acc_tail=tail + val_shift)
     suffix = f":t{teacher_seed}" if teacher_seed is not None else ""
     if stage == "search":
         suffix += ":" + repr(sorted(hp.items()))
@@ -171,7 +174,7 @@ def test_one_seed_gives_no_interval(tmp_path):
     gains = [r for r in lines if r["row_kind"] == "gain"]
     assert gains and all(r["significant"] == "no test" and r["p_value"] == "" for r in gains)
     markdown = to_markdown(table)
-    assert "† (no test)" in markdown and "No test: fewer than two such pairs" in table.caption
+    assert "† (no test)" in markdown and "No test (one pair): fewer than two pairs" in table.caption
 
 
 # ------------------------------------------------------------------------------ paired test
@@ -184,6 +187,14 @@ def test_gain_row_paired_test_matches_scipy(tmp_path):
     lines = list(csv.DictReader(io.StringIO(to_csv(table))))
     markdown = to_markdown(table)
     gain_line = next(line for line in markdown.splitlines() if line.startswith("| Δ"))
+    raw_p = {}
+    for metric in ("acc_tail", "acc"):
+        ours, theirs = raw(records, "ltkd", metric), raw(records, "dkd", metric)
+        common = sorted(set(ours) & set(theirs))
+        raw_p[metric] = float(stats.ttest_rel([ours[k] for k in common], [theirs[k] for k in common]).pvalue)
+    low_metric, high_metric = sorted(raw_p, key=raw_p.get)
+    holm_by_hand = {low_metric: min(1.0, 2 * raw_p[low_metric])}
+    holm_by_hand[high_metric] = max(holm_by_hand[low_metric], raw_p[high_metric])
     for metric in ("acc_tail", "acc"):
         j = col(table, metric)
         means = {key: statistics.mean(raw(records, key, metric).values()) for key in ("ce", "kd", "dkd")}
@@ -197,6 +208,8 @@ def test_gain_row_paired_test_matches_scipy(tmp_path):
         assert gain.mean == pytest.approx(statistics.mean(ours.values()) - means[best])
         assert gain.compared_to == "dkd" and gain.n_pairs == len(SEEDS)
         assert gain.p_value == pytest.approx(float(expected.pvalue), rel=1e-9)
+        # two tested gains in the table: Holm multiplies the smaller p by 2, the larger by 1 (then monotone)
+        assert gain.p_holm == pytest.approx(holm_by_hand[metric], rel=1e-9)
         # pairing matters here: an unpaired test on the same runs gives another p-value
         unpaired = stats.ttest_ind(list(ours.values()), list(theirs.values()))
         assert abs(float(unpaired.pvalue) - gain.p_value) > 0.05
@@ -206,19 +219,22 @@ def test_gain_row_paired_test_matches_scipy(tmp_path):
         assert gain.ci == pytest.approx((low, high), rel=1e-9)
         line = next(r for r in lines if r["row_kind"] == "gain" and r["metric"] == metric)
         assert float(line["p_value"]) == pytest.approx(float(expected.pvalue), rel=1e-5)
-        assert line["compared_to"] == "dkd" and line["n_pairs"] == str(len(SEEDS))
-        significant = float(expected.pvalue) < 0.05
+        assert float(line["p_holm"]) == pytest.approx(holm_by_hand[metric], rel=1e-5)
+        assert line["compared_to"] == "dkd" and line["compared_on"] == "validation"
+        assert line["n_pairs"] == str(len(SEEDS))
+        significant = holm_by_hand[metric] < 0.05
         assert line["significant"] == ("yes" if significant else "no")
         assert gain.significant is significant
-        p = float(expected.pvalue)
-        p_shown = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+        p = holm_by_hand[metric]
+        p_shown = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"  # the caption says the shown p is Holm's
         mark = "" if significant else "†"
         assert f"{gain.mean:+.2f}{mark} ({p_shown})" in gain_line, (metric, gain_line)
     # this data: the tail gain is consistent across seeds, the overall gain is noise
     assert gain_row[col(table, "acc_tail")].significant is True
     assert gain_row[col(table, "acc")].significant is False
-    assert "†: not significant at 0.05" in table.caption
-    assert "paired t-test" in table.caption
+    assert "†: not significant at 0.05 after Holm" in table.caption
+    assert "paired t-test" in table.caption and "Holm-adjusted over the 2 tested Δ comparisons" in table.caption
+    assert "highest mean validation accuracy (val_acc)" in table.caption
     tex = to_latex(table)
     assert r"$^\dagger$" in tex and "p = " in tex
 
@@ -243,7 +259,7 @@ def test_pairs_are_seed_and_teacher_seed(tmp_path):
     by_seed = stats.ttest_rel([statistics.mean(ours[(s, t)] for t in (0, 1)) for s in (0, 1, 2)],
                               [statistics.mean(theirs[(s, t)] for t in (0, 1)) for s in (0, 1, 2)])
     assert gain.p_value != pytest.approx(float(by_seed.pvalue), rel=1e-3)
-    assert "teacher seeds 0, 1" in table.caption
+    assert "teacher seeds 0, 1 (each student seed its own teacher: the spread includes the teacher's)" in table.caption
 
 
 def test_student_alone_pairs_by_seed(tmp_path):
@@ -275,8 +291,14 @@ def test_caption_validation_selection(tmp_path):
     assert "10 images per class held out" in caption
     assert "test set, the paper's protocol" not in caption and "Mixed selection" not in caption
     assert "no selection on the test set" not in caption
-    assert "Search trials per method (defaults: no search): Student defaults, KD 4, DKD 4, LTKD 4." in caption
-    assert "Student seeds 0, 1, 2, 3, 4, 5, 6, teacher seed 0" in caption
+    # planned: the finals' search_trials (4 per cell); completed: LTKD's two search records of 1 epoch each
+    assert ("Search trials per method, completed/planned (the best is chosen among completed ones): "
+            "KD 0/4 (0 search epochs); DKD 0/4 (0 search epochs); LTKD 2/4 (2 search epochs); "
+            "at their defaults (no search): Student.") in caption
+    assert "ASHA" not in caption and "Unequal search budgets" not in caption
+    assert "Student seeds 0, 1, 2, 3, 4, 5, 6, teacher seed 0 (one teacher: the spread is student-seed noise only)" \
+        in caption
+    assert "data seed 0 (the long-tailed draw)" in caption
     assert "search trials used seed 7, none of them reported" in caption
     assert "Accuracy at each run's last epoch." in caption
     assert "chosen_hparams" in caption and "best_config.json" in caption

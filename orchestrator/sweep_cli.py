@@ -34,10 +34,11 @@ def config_path(text: str | None) -> Path:
 
 
 def _config_of(args: argparse.Namespace):
-    """The sweep config of `ltkd sweep` / `ltkd plan`: the file (or the quickstart) with --storage and --name."""
+    """The sweep config of `ltkd sweep` / `ltkd plan`: the file (or the quickstart) with its --set overrides,
+    --root, --storage and --name."""
     from orchestrator.sweep_config import check_storage, check_sweep_name, load_config, validate
 
-    config = load_config(config_path(args.config))
+    config = load_config(config_path(args.config), args.set)
     if args.root is not None:  # where the user's copy of the data is: every dataset entry reads it there
         for entry in config.datasets:
             entry.root = args.root
@@ -70,8 +71,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     kind = check_kind(args.device_kind)  # before the config is read: an unknown kind is one line, exit 2
     from orchestrator.dry_run import plan_report
 
+    if args.print_config:
+        print(config_toml(_config_of(args)), end="")
+        return 0
     print(plan_report(_config_of(args), estimate=not args.no_estimate, device_kind=kind))
     return 0
+
+
+def config_toml(config) -> str:
+    """A checked config as the TOML text `ltkd sweep` reads back to the same config."""
+    from orchestrator.overrides import to_toml
+
+    return to_toml(config.to_dict(), header="ltkd sweep config, written by `ltkd plan --print-config`")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -99,6 +110,10 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
                         "dataset entry of the config (e.g. with paper:table1)")
     parser.add_argument("--storage", default=None, help="override the config's storage folder")
     parser.add_argument("--name", default=None, help="override the config's sweep name")
+    parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                        help="override one config key before the config is checked (repeatable): a dotted key, "
+                        "list entries by index or name, the value as TOML, e.g. --set student_epochs=5 --set "
+                        "methods.ltkd.search.n_trials=30 --set datasets.cifar100.root=/data")
 
 
 def _cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +141,8 @@ def add_commands(commands) -> None:
                       f"rate (orchestrator/device_rates.py): {', '.join(RATES)}; or {CPU_KIND} (time a few training "
                       f"steps on this machine's CPU). Default: {DEFAULT_GPU_KIND} for a config whose "
                       f"resources.gpus_per_trial > 0, else {CPU_KIND}")
+    plan.add_argument("--print-config", action="store_true", help="print the config with every override and default "
+                      "merged in, as TOML that `ltkd sweep` reads back, and exit")
     plan.set_defaults(handler=cmd_plan)
 
     resume = commands.add_parser("resume", help="continue a sweep whose driver died or was stopped")

@@ -339,7 +339,15 @@ def parse_config(values: dict[str, Any]) -> SweepConfig:
     return config
 
 
-def load_config(path: str | Path) -> SweepConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """The config in a TOML, YAML or JSON file, with `--set KEY=VALUE` overrides merged in before it is checked."""
+    from orchestrator.overrides import apply_overrides
+
+    return parse_config(apply_overrides(read_config_values(path), overrides))
+
+
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The raw mapping a config file holds (neither typed nor checked)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"sweep config {path} is a folder; pass a .toml, .yaml or .json file")
@@ -372,7 +380,7 @@ def load_config(path: str | Path) -> SweepConfig:
             values = json.loads(text)
     except Exception as exc:
         raise ConfigError(f"sweep config {path} is not valid {path.suffix[1:].upper()}: {exc}".splitlines()[0]) from None
-    return parse_config(values)
+    return values
 
 
 # ---------------------------------------------------------------------------------------------- checks

@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: `train student --config` lays flags over a file
     handler = getattr(args, "handler", None)
     if handler is None:  # a command without its subcommand (`ltkd train`): that command's help
         getattr(args, "help_parser", parser).print_help()

@@ -101,7 +101,7 @@ class TrackingEntry:
     every run folder (always written). Each needs its optional package: pip install 'ltkd-sweep[wandb]'
     or 'ltkd-sweep[mlflow]'; the login or tracking server comes from their usual environment variables."""
 
-    wandb_project: str | None = None  # Weights & Biases project; runs are grouped by sweep and stage
+    wandb_project: str | None = None  # Weights & Biases project; a trial's group is sweep/cell, its job type its stage
     wandb_entity: str | None = None
     mlflow_experiment: str | None = None  # MLflow experiment name
     mlflow_tracking_uri: str | None = None  # None: MLflow's default (MLFLOW_TRACKING_URI or ./mlruns)

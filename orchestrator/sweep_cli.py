@@ -11,12 +11,38 @@ PAPER_PREFIX = "paper:"
 
 
 def packaged_configs() -> dict[str, tuple[Path, str]]:
-    """paper:<name> -> (its file, its first comment line), for `--list` and for CONFIG = paper:<name>."""
-    out = {}
-    for path in sorted(PAPER_CONFIGS.glob("*.toml")):
-        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        out[f"{PAPER_PREFIX}{path.stem}"] = (path, first)
-    return out
+    """paper:<name> -> (its file, its description), for `--list` and for CONFIG = paper:<name>."""
+    return {f"{PAPER_PREFIX}{path.stem}": (path, description(path.read_text()))
+            for path in sorted(PAPER_CONFIGS.glob("*.toml"))}
+
+
+def description(text: str) -> str:
+    """A packaged config's description: the prose of its leading comment, whole sentences only.
+
+    It ends at the first example command (an indented comment line), the protocol note, or the
+    first key; a last sentence that only introduces the commands ("Run it on ...:") is left out.
+    """
+    words = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line[1:]
+        if body.startswith(("  ", "\t")) or body.strip().startswith("Protocol:"):
+            break
+        words.append(body.strip())
+    prose = " ".join(w for w in words if w)
+    if prose.endswith(":") and ". " in prose:
+        prose = prose[:prose.rindex(". ") + 1]
+    return prose
+
+
+def listing(configs: dict[str, tuple[Path, str]], width: int) -> str:
+    """`ltkd sweep --list`: each name and its whole description, wrapped at words."""
+    import textwrap
+
+    pad = max(len(name) for name in configs) + 2
+    return "\n".join(textwrap.fill(summary, width=max(width, pad + 30), initial_indent=f"{name:<{pad}}",
+                                   subsequent_indent=" " * pad, break_on_hyphens=False) for name, (_, summary) in configs.items())
 
 
 def config_path(text: str | None) -> Path:
@@ -38,7 +64,7 @@ def _config_of(args: argparse.Namespace):
     --root, --storage and --name."""
     from orchestrator.sweep_config import check_storage, check_sweep_name, load_config, validate
 
-    config = load_config(config_path(args.config), args.set)
+    config = load_config(config_path(args.config), getattr(args, "set", None))
     if args.root is not None:  # where the user's copy of the data is: every dataset entry reads it there
         for entry in config.datasets:
             entry.root = args.root
@@ -58,8 +84,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.sweep import run_sweep
 
     if args.list:
-        for name, (_, summary) in packaged_configs().items():
-            print(f"{name:<14} {summary}")
+        import shutil
+
+        print(listing(packaged_configs(), shutil.get_terminal_size((100, 24)).columns - 1))
         return 0
 
     return run_sweep(_config_of(args), address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
@@ -70,11 +97,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     kind = check_kind(args.device_kind)  # before the config is read: an unknown kind is one line, exit 2
     from orchestrator.dry_run import plan_report
+    from trainables.data.sources import check_root
 
-    if args.print_config:
-        print(config_toml(_config_of(args)), end="")
+    config = _config_of(args)
+    if args.print_config:  # a config may be written here for the machine that holds the data
+        print(config_toml(config), end="")
         return 0
-    print(plan_report(_config_of(args), estimate=not args.no_estimate, device_kind=kind))
+    for entry in config.datasets:  # as `ltkd sweep` checks them before Ray starts
+        check_root(entry.name, entry.root)
+    print(plan_report(config, estimate=not args.no_estimate, device_kind=kind))
     return 0
 
 

@@ -73,7 +73,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    """`ltkd completion bash|zsh`: the shell completion script (shtab reads this very parser)."""
+    """`ltkd completion bash|zsh|fish`: the shell completion script (shtab, or our own for fish, reads this very parser)."""
+    if args.shell == "fish":  # shtab has no fish
+        from orchestrator.fish_completion import fish_script
+
+        print(fish_script(build_parser()), end="")
+        return 0
     import shtab
 
     print(shtab.complete(build_parser(), shell=args.shell))
@@ -109,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=cmd_list)
 
     completion = commands.add_parser("completion", help="print a shell completion script: "
-                                     "`eval \"$(ltkd completion bash)\"` (or put it in your shell's startup file)")
-    completion.add_argument("shell", choices=("bash", "zsh"))
+                                     "`eval \"$(ltkd completion bash)\"`, `ltkd completion fish | source` (or put it in your shell's startup "
+                                     "file)")
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
     completion.set_defaults(handler=cmd_completion)
 
     for module_name in COMMAND_MODULES:
@@ -121,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: `train student --config` lays flags over a file
     handler = getattr(args, "handler", None)
     if handler is None:  # a command without its subcommand (`ltkd train`): that command's help
         getattr(args, "help_parser", parser).print_help()

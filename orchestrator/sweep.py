@@ -298,7 +298,7 @@ def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, tune_fol
         run_config=tune.RunConfig(
             name=TUNE_EXPERIMENT, storage_path=str(tune_folder),
             failure_config=tune.FailureConfig(max_failures=config.max_retries),
-            callbacks=[progress, *loggers, *tracking_callbacks(config, "sweep")], verbose=2 if verbose else 0,
+            callbacks=[progress, *loggers, *tracking_callbacks(config)], verbose=2 if verbose else 0,
         ),
     )
     try:
@@ -310,21 +310,22 @@ def _tune_run(config: SweepConfig, progress, verbose: bool, search_alg, tune_fol
 TUNE_EXPERIMENT = "trials"  # <tune folder>/trials/ltkd_trial_<id>/: Tune's result.json, progress.csv, error.txt
 
 
-def tracking_callbacks(config: SweepConfig, stage: str) -> list:
+def tracking_callbacks(config: SweepConfig) -> list:
     """Ray Tune's own W&B and MLflow loggers, when the config's [tracking] section asks for them
-    (validate checked the packages are installed): every trial's reported metrics, per epoch."""
+    (validate checked the packages are installed): every trial's reported metrics, per epoch,
+    labelled with the trial's own stage and cell (orchestrator/trial_tracking.py)."""
     tracking, callbacks = config.tracking, []
     if tracking.wandb_project:
-        from ray.air.integrations.wandb import WandbLoggerCallback
+        from orchestrator.trial_tracking import TrialWandbLoggerCallback
 
-        callbacks.append(WandbLoggerCallback(project=tracking.wandb_project, group=f"{config.name}/{stage}",
-                                             **({"entity": tracking.wandb_entity} if tracking.wandb_entity else {})))
+        callbacks.append(TrialWandbLoggerCallback(
+            config.name, project=tracking.wandb_project,
+            **({"entity": tracking.wandb_entity} if tracking.wandb_entity else {})))
     if tracking.mlflow_experiment:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        from orchestrator.trial_tracking import TrialMLflowLoggerCallback
 
-        callbacks.append(MLflowLoggerCallback(tracking_uri=tracking.mlflow_tracking_uri,
-                                              experiment_name=tracking.mlflow_experiment,
-                                              tags={"sweep": config.name, "stage": stage}))
+        callbacks.append(TrialMLflowLoggerCallback(config.name, tracking_uri=tracking.mlflow_tracking_uri,
+                                                   experiment_name=tracking.mlflow_experiment))
     return callbacks
 
 

@@ -11,12 +11,38 @@ PAPER_PREFIX = "paper:"
 
 
 def packaged_configs() -> dict[str, tuple[Path, str]]:
-    """paper:<name> -> (its file, its first comment line), for `--list` and for CONFIG = paper:<name>."""
-    out = {}
-    for path in sorted(PAPER_CONFIGS.glob("*.toml")):
-        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        out[f"{PAPER_PREFIX}{path.stem}"] = (path, first)
-    return out
+    """paper:<name> -> (its file, its description), for `--list` and for CONFIG = paper:<name>."""
+    return {f"{PAPER_PREFIX}{path.stem}": (path, description(path.read_text()))
+            for path in sorted(PAPER_CONFIGS.glob("*.toml"))}
+
+
+def description(text: str) -> str:
+    """A packaged config's description: the prose of its leading comment, whole sentences only.
+
+    It ends at the first example command (an indented comment line), the protocol note, or the
+    first key; a last sentence that only introduces the commands ("Run it on ...:") is left out.
+    """
+    words = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line[1:]
+        if body.startswith(("  ", "\t")) or body.strip().startswith("Protocol:"):
+            break
+        words.append(body.strip())
+    prose = " ".join(w for w in words if w)
+    if prose.endswith(":") and ". " in prose:
+        prose = prose[:prose.rindex(". ") + 1]
+    return prose
+
+
+def listing(configs: dict[str, tuple[Path, str]], width: int) -> str:
+    """`ltkd sweep --list`: each name and its whole description, wrapped at words."""
+    import textwrap
+
+    pad = max(len(name) for name in configs) + 2
+    return "\n".join(textwrap.fill(summary, width=max(width, pad + 30), initial_indent=f"{name:<{pad}}",
+                                   subsequent_indent=" " * pad, break_on_hyphens=False) for name, (_, summary) in configs.items())
 
 
 def config_path(text: str | None) -> Path:
@@ -34,10 +60,11 @@ def config_path(text: str | None) -> Path:
 
 
 def _config_of(args: argparse.Namespace):
-    """The sweep config of `ltkd sweep` / `ltkd plan`: the file (or the quickstart) with --storage and --name."""
+    """The sweep config of `ltkd sweep` / `ltkd plan`: the file (or the quickstart) with its --set overrides,
+    --root, --storage and --name."""
     from orchestrator.sweep_config import check_storage, check_sweep_name, load_config, validate
 
-    config = load_config(config_path(args.config))
+    config = load_config(config_path(args.config), getattr(args, "set", None))
     if args.root is not None:  # where the user's copy of the data is: every dataset entry reads it there
         for entry in config.datasets:
             entry.root = args.root
@@ -57,8 +84,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.sweep import run_sweep
 
     if args.list:
-        for name, (_, summary) in packaged_configs().items():
-            print(f"{name:<14} {summary}")
+        import shutil
+
+        print(listing(packaged_configs(), shutil.get_terminal_size((100, 24)).columns - 1))
         return 0
 
     return run_sweep(_config_of(args), address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
@@ -69,9 +97,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     kind = check_kind(args.device_kind)  # before the config is read: an unknown kind is one line, exit 2
     from orchestrator.dry_run import plan_report
+    from trainables.data.sources import check_root
 
-    print(plan_report(_config_of(args), estimate=not args.no_estimate, device_kind=kind))
+    config = _config_of(args)
+    if args.print_config:  # a config may be written here for the machine that holds the data
+        print(config_toml(config), end="")
+        return 0
+    for entry in config.datasets:  # as `ltkd sweep` checks them before Ray starts
+        check_root(entry.name, entry.root)
+    print(plan_report(config, estimate=not args.no_estimate, device_kind=kind))
     return 0
+
+
+def config_toml(config) -> str:
+    """A checked config as the TOML text `ltkd sweep` reads back to the same config."""
+    from orchestrator.overrides import to_toml
+
+    return to_toml(config.to_dict(), header="ltkd sweep config, written by `ltkd plan --print-config`")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -99,6 +141,10 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
                         "dataset entry of the config (e.g. with paper:table1)")
     parser.add_argument("--storage", default=None, help="override the config's storage folder")
     parser.add_argument("--name", default=None, help="override the config's sweep name")
+    parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                        help="override one config key before the config is checked (repeatable): a dotted key, "
+                        "list entries by index or name, the value as TOML, e.g. --set student_epochs=5 --set "
+                        "methods.ltkd.search.n_trials=30 --set datasets.cifar100.root=/data")
 
 
 def _cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +172,8 @@ def add_commands(commands) -> None:
                       f"rate (orchestrator/device_rates.py): {', '.join(RATES)}; or {CPU_KIND} (time a few training "
                       f"steps on this machine's CPU). Default: {DEFAULT_GPU_KIND} for a config whose "
                       f"resources.gpus_per_trial > 0, else {CPU_KIND}")
+    plan.add_argument("--print-config", action="store_true", help="print the config with every override and default "
+                      "merged in, as TOML that `ltkd sweep` reads back, and exit")
     plan.set_defaults(handler=cmd_plan)
 
     resume = commands.add_parser("resume", help="continue a sweep whose driver died or was stopped")

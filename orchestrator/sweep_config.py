@@ -101,7 +101,7 @@ class TrackingEntry:
     every run folder (always written). Each needs its optional package: pip install 'ltkd-sweep[wandb]'
     or 'ltkd-sweep[mlflow]'; the login or tracking server comes from their usual environment variables."""
 
-    wandb_project: str | None = None  # Weights & Biases project; runs are grouped by sweep and stage
+    wandb_project: str | None = None  # Weights & Biases project; a trial's group is sweep/cell, its job type its stage
     wandb_entity: str | None = None
     mlflow_experiment: str | None = None  # MLflow experiment name
     mlflow_tracking_uri: str | None = None  # None: MLflow's default (MLFLOW_TRACKING_URI or ./mlruns)
@@ -362,7 +362,15 @@ def parse_config(values: dict[str, Any]) -> SweepConfig:
     return config
 
 
-def load_config(path: str | Path) -> SweepConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """The config in a TOML, YAML or JSON file, with `--set KEY=VALUE` overrides merged in before it is checked."""
+    from orchestrator.overrides import apply_overrides
+
+    return parse_config(apply_overrides(read_config_values(path), overrides))
+
+
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The raw mapping a config file holds (neither typed nor checked)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"sweep config {path} is a folder; pass a .toml, .yaml or .json file")
@@ -395,7 +403,7 @@ def load_config(path: str | Path) -> SweepConfig:
             values = json.loads(text)
     except Exception as exc:
         raise ConfigError(f"sweep config {path} is not valid {path.suffix[1:].upper()}: {exc}".splitlines()[0]) from None
-    return parse_config(values)
+    return values
 
 
 # ---------------------------------------------------------------------------------------------- checks

@@ -35,16 +35,18 @@ def method_overrides(args: argparse.Namespace) -> dict:
 
     method = get_method(getattr(args, "method", "ce"))
     overrides = {}
-    for flag, name in HPARAM_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            knob = method.knob_for(name)  # --temperature sets DIST's tau (declared as its alias)
-            overrides[knob.name if knob is not None else name] = value
     for item in getattr(args, "set", None) or []:
         if "=" not in item:
             raise UserError(f"--set expects NAME=VALUE, got '{item}'")
         name, value = item.split("=", 1)
         overrides[name.strip()] = _parse_value(value)
+    # The named flags win over --set: a `ltkd best` file spells every hyperparameter as --set, and
+    # `--config FILE --alpha 2` means alpha 2.
+    for flag, name in HPARAM_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            knob = method.knob_for(name)  # --temperature sets DIST's tau (declared as its alias)
+            overrides[knob.name if knob is not None else name] = value
     return overrides
 
 
@@ -90,6 +92,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainables.run_files import TrainLog
     from trainables.tracking import TensorBoardLog
 
+    from orchestrator.train_file import args_from_file, best_file_of, teacher_files
+
+    if getattr(args, "config", None):  # a `ltkd best` file's run, the flags given beside it laid over it
+        args = args_from_file(args, args.argv)
+    if getattr(args, "print_config", False):
+        get_dataset(args.dataset)
+        print(best_file_of(run_config_from_args(args, args.role).resolved().to_dict(), args.out), end="")
+        return 0
+    if args.out is None:
+        raise UserError("--out is missing; pass the run folder, e.g. --out runs/student (or --config FILE, "
+                        "whose command names one)")
     # The flags first, named as typed; then every setting checked, all before any work.
     check_out_folder(args.out)
     check_device(args.device, "--device")
@@ -105,6 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     tensorboard = TensorBoardLog(args.out)
     try:  # lines printed and kept in the run's train.log; each epoch's metrics in its TensorBoard events too
         result = fit(config, args.out, log=TrainLog(args.out, echo=print),
+                     teacher_path=teacher_files(config.teacher, getattr(args, "from_cell", None)),
                      callback=lambda metrics, checkpoint: tensorboard.epoch(metrics))
     finally:
         tensorboard.close()
@@ -154,8 +168,8 @@ def _common_options(parser: argparse.ArgumentParser, default_arch: str) -> None:
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic kernels (cuDNN without autotuning, a fixed cuBLAS workspace): the same "
                         "run on the same hardware gives the same weights; slower on a GPU")
-    parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, run.json, metrics.jsonl; "
-                        "an unfinished run of the same config there is resumed")
+    parser.add_argument("--out", default=None, help="run folder (required): checkpoint.pt, run.json, "
+                        "metrics.jsonl; an unfinished run of the same config there is resumed")
 
 
 def add_commands(commands) -> None:
@@ -186,4 +200,11 @@ def add_commands(commands) -> None:
                          "size; logits rounded to a relative 2^-11)")
     student.add_argument("--set", action="append", metavar="NAME=VALUE",
                          help="any other method hyperparameter, e.g. --set rebalance=false --set ce_weight=0.5")
+    student.add_argument("--config", default=None, metavar="FILE", help="train the run a `ltkd best` file (TOML "
+                         "or JSON) describes, its teacher read from the sweep's storage; flags given beside it "
+                         "override the file's")
+    student.add_argument("--cell", default=None, metavar="TEXT", help="with --config: the cell whose key contains "
+                         "TEXT (needed when the file holds several)")
+    student.add_argument("--print-config", action="store_true", help="print the run the flags describe as a "
+                         "`ltkd best` file (for --config) and exit")
     student.set_defaults(handler=cmd_train, role="student")

@@ -16,6 +16,7 @@ written twice under one stem: `<stem>.pdf` (vector, for a paper) and `<stem>.png
   when there are enough completed trials.
 - `optuna_*`: each search cell's history: accuracy per trial number and the best so far
   (from the search-stage rows; no Optuna storage needed).
+- `curves_*`, `coordinates_*`, `groups_*`: results/method_figures.py.
 
 Titles read like a paper's (method, dataset, γ, pair); file names keep the slugs.
 """
@@ -677,6 +678,9 @@ def draw_figures(df: pd.DataFrame, select: str = "last-epoch",
     yield from _head_bias(df, select)
     yield from _sensitivity(df, objective)
     yield from _optuna_history(df, objective)
+    from results.method_figures import draw_method_figures  # learning curves, search coordinates, group bars
+
+    yield from draw_method_figures(df, objective)
 
 
 def all_figures(df: pd.DataFrame, out: str | Path, select: str = "last-epoch",

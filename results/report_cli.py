@@ -61,6 +61,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not figures:
             _warn("no figure could be drawn from these results")
     print(f"wrote {len(written)} file(s) to {out}", file=sys.stderr)
+    if args.figures:
+        stems = sorted({path.stem for path in figures})
+        print(f"figures ({len(stems)}, each as PDF and PNG):", file=sys.stderr)
+        for stem in stems:
+            print(f"  {stem}.pdf, {stem}.png", file=sys.stderr)
     return 0
 
 

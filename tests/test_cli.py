@@ -1,6 +1,8 @@
 """The `ltkd` command line itself: version, and help where a subcommand is missing."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 from importlib.metadata import version
 
 import pytest
@@ -54,3 +56,26 @@ def test_completion_scripts_cover_every_command(capsys, shell):
     for command in ("sweep", "plan", "resume", "status", "report", "best", "train", "data", "config", "list"):
         assert command in script, command
     assert "--imbalance-factor" in script
+
+
+def test_fish_completion_lists_every_subcommand_and_option(capsys):
+    """shtab has no fish: ours walks the parser (its syntax: the next test, where fish is installed)."""
+    from orchestrator.cli import build_parser
+    from orchestrator.fish_completion import command_paths
+
+    assert main(["completion", "fish"]) == 0
+    script = capsys.readouterr().out
+    paths = command_paths(build_parser())
+    assert {p[0] for p in paths} >= {"sweep", "plan", "resume", "status", "report", "best", "train", "data", "config",
+                                     "list", "completion"}
+    for path in paths:  # each subcommand is offered where its parent was typed
+        assert f" -f -a {path[-1]} -d " in script, path
+    assert ("'__fish_seen_subcommand_from train; and __fish_seen_subcommand_from student' -l config -r" in script)
+    assert "-l set -r" in script and "-f -a 'bash zsh fish'" in script
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed: its syntax check is left out")
+def test_fish_completion_is_valid_fish(capsys):
+    assert main(["completion", "fish"]) == 0
+    check = subprocess.run(["fish", "-n"], input=capsys.readouterr().out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

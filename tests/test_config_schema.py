@@ -390,10 +390,9 @@ def test_tracking_asks_for_its_package_and_builds_rays_logger_callbacks():
                                               r"pip install 'ltkd-sweep\[wandb\]'"):
             parse_config(tiny_config("store", tracking={"wandb_project": "ltkd"}))
     config = parse_config(tiny_config("store"))
-    assert sweep.tracking_callbacks(config, "search") == []  # off unless asked for
+    assert sweep.tracking_callbacks(config) == []  # off unless asked for
     pytest.importorskip("mlflow")  # optional: pip install 'ltkd-sweep[mlflow]'
     config = parse_config(tiny_config("store", tracking={"mlflow_experiment": "ltkd", "mlflow_tracking_uri": "file:./m"}))
-    [callback] = sweep.tracking_callbacks(config, "search")
-    assert type(callback).__name__ == "MLflowLoggerCallback"
-    assert (callback.tracking_uri, callback.experiment_name, callback.tags) == \
-        ("file:./m", "ltkd", {"sweep": "tiny", "stage": "search"})
+    [callback] = sweep.tracking_callbacks(config)
+    assert type(callback).__mro__[1].__name__ == "MLflowLoggerCallback"  # labelled per trial: tests/test_trial_tracking.py
+    assert (callback.tracking_uri, callback.experiment_name, callback.sweep) == ("file:./m", "ltkd", "tiny")

@@ -12,6 +12,7 @@ from orchestrator.plan import cells, teacher_runs
 from orchestrator.sweep_cli import config_path, packaged_configs
 from orchestrator.sweep_config import load_config
 from results.tables import _paper_dataset, _paper_method, _paper_model, variant_of
+from tests.dataset_builders import write_cifar100
 
 TABLES = [f"paper:table{n}" for n in range(1, 7)]
 
@@ -89,8 +90,17 @@ def test_group_count_table_plans_the_papers_counts():
 def test_sweep_list_and_plan_with_a_root_override(capsys, tmp_path):
     assert ltkd_main(["sweep", "--list"]) == 0
     listed = capsys.readouterr().out
-    assert [line.split()[0] for line in listed.splitlines()] == TABLES
+    assert [line.split()[0] for line in listed.splitlines() if not line.startswith(" ")] == TABLES
+    for name, (_, summary) in packaged_configs().items():  # whole, never cut mid-phrase
+        assert f"{name} {summary}" in " ".join(listed.split()) and summary.endswith(".") and len(summary) > 80
     root = tmp_path / "data"
+    store = ["--storage", str(tmp_path / "store")]
+    assert ltkd_main(["plan", "paper:table4", "--root", str(root), *store, "--no-estimate"]) == 2
+    refused = capsys.readouterr().err
+    assert refused.startswith(f"ltkd: error: cifar100: dataset root {root} does not exist") and refused.count("\n") == 1
+    assert ltkd_main(["sweep", "paper:table4", "--root", str(root), *store]) == 2  # the same line as `ltkd sweep`
+    assert capsys.readouterr().err == refused
+    write_cifar100(root, per_class_train=2, per_class_test=1)
     assert ltkd_main(["plan", "paper:table4", "--root", str(root), "--storage", str(tmp_path / "store"),
                       "--no-estimate"]) == 0
     out = capsys.readouterr().out

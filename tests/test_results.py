@@ -589,7 +589,7 @@ def test_search_only_sweep_gives_figures_not_tables(tmp_path, records, capsys):
     assert "search trials alone make no table" in capsys.readouterr().err
     out = tmp_path / "out"
     assert ltkd_main(["report", str(tmp_path / "sweep"), "--out", str(out), "--figures"]) == 0
-    assert sorted(p.name.split("_")[0] for p in out.glob("*.png")) == ["optuna", "sensitivity"]
+    assert sorted(p.name.split("_")[0] for p in out.glob("*.png")) == ["coordinates", "optuna", "sensitivity"]
     assert not list(out.glob("*.md"))
 
 

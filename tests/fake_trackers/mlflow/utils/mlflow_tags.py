@@ -1,0 +1,1 @@
+MLFLOW_RUN_NAME = "mlflow.runName"

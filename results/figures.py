@@ -608,12 +608,17 @@ def sensitivity_figure(group: pd.DataFrame, objective: str | None = None) -> Fig
     return fig
 
 
-def _sensitivity(df: pd.DataFrame, objective: str | None) -> Iterator[tuple[str, Figure]]:
+def search_cells(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(cell key, its search trials' outcomes) for every searched cell, in key order."""
     search = search_outcomes(df)
     if search.empty:
         return
     search = search.assign(_key=[_cell_key(r) for r in search.to_dict("records")])
-    for cell, group in search.groupby("_key", sort=True):
+    yield from search.groupby("_key", sort=True)
+
+
+def _sensitivity(df: pd.DataFrame, objective: str | None) -> Iterator[tuple[str, Figure]]:
+    for cell, group in search_cells(df):
         fig = sensitivity_figure(group, objective)
         if fig is not None:
             yield f"sensitivity_{_slug(cell)}", fig

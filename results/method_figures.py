@@ -25,9 +25,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from results.figures import (GROUP_COLORS, GROUP_NAMES, SPREAD_ALPHA, _block_slug, _block_title, _cell_key, _hparams,
-                             _is_number, _method_colors, _objective_of, _save_all, _slug, cell_title,
-                             search_outcomes)
+from results.figures import (GROUP_COLORS, GROUP_NAMES, SPREAD_ALPHA, _block_slug, _block_title, _hparams, _is_number,
+                             _method_colors, _objective_of, _save_all, _slug, cell_title, search_cells)
 from results.tables import (PROPOSED, TEACHER_ROW, block_members, main_rows, method_label, method_sort_key,
                             table_cells, table_trials)
 from trainables.metrics import LABELS
@@ -112,11 +111,7 @@ def _normalised(column: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def _coordinates(df: pd.DataFrame, objective: str | None) -> Iterator[tuple[str, Figure]]:
-    search = search_outcomes(df)
-    if search.empty:
-        return
-    search = search.assign(_key=[_cell_key(r) for r in search.to_dict("records")])
-    for key, group in search.groupby("_key", sort=True):
+    for key, group in search_cells(df):
         metric = _objective_of(group, objective)
         scored = group[group["status"].isin(["completed", "early_stopped"]) & group[metric].notna()]
         if len(scored) < 2:

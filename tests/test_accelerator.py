@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.fake_accelerator import FakeCuda
+from tests.test_engine import Stop, stop_after
 from trainables import device as device_module
 from trainables.checkpoint import load_checkpoint, save_atomic
 from trainables.config import RunConfig
@@ -27,17 +28,6 @@ pytestmark = pytest.mark.accelerator
 # Checkpoints every epoch, as a CPU run (an accelerator's default is every 60 s): the resume tests stop runs.
 QUICK = dict(dataset="digits", imbalance_factor=100, arch="resnet8", batch_size=64, progress=False,
              checkpoint_every_seconds=0)
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_after(epoch: int):
-    def callback(metrics, checkpoint):
-        if metrics["epoch"] == epoch:
-            raise Stop()
-    return callback
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,6 +280,7 @@ def test_cli_passes_test_every_and_the_cache_dtype_to_the_run(tmp_path, monkeypa
 
     def fake_fit(config, run_dir, **kwargs):
         seen.append(config)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)  # the student's --teacher must exist
         metrics = dict.fromkeys(("acc", "acc_head", "acc_medium", "acc_tail"), 50.0)
         return RunResult(tmp_path, metrics, [metrics])
 

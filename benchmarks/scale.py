@@ -187,7 +187,10 @@ def prepared_tables(args, out: Path, root: Path) -> list[Table]:
         for entry in config.datasets:
             entry.root = str(root)
         if args.seeds:
+            paired = sorted(config.teacher_seeds) == sorted(config.seeds)  # a teacher per seed (the default)
             config.seeds = config.seeds[:args.seeds]
+            if paired:
+                config.teacher_seeds = list(config.seeds)
         if args.n_trials:
             for method in config.methods:
                 if method.search is not None and not isinstance(method.search, bool):

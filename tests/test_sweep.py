@@ -392,7 +392,7 @@ def test_a_different_config_never_damages_an_existing_sweep(finished_sweep):
     before = sweep_file.read_bytes()
     changed = tiny_config(root / "store", seeds=[0, 1])
     result = run_ltkd("sweep", write_config(root / "changed.json", changed))
-    assert result.returncode == 2 and "already holds a different sweep (differs in: seeds)" in result.stderr
+    assert result.returncode == 2 and "already holds a different sweep (differs in: seeds, teacher_seeds)" in result.stderr
     assert sweep_file.read_bytes() == before
 
 

@@ -14,6 +14,15 @@ and splits its wall time, in slot-seconds (wall x the trials Ray runs at once), 
 
 "Orchestration" is everything but the epochs. The slots are the CPUs Ray sees divided by the
 quickstart's cpus_per_trial (this machine: 2 / 1).
+
+    python benchmarks/quickstart.py --repeats N [--keep DIR] [--config FILE]
+
+runs the quickstart N times instead, each in its own folder (DIR/repeat-K) with other data and
+teacher seeds (repeat K: `--set data_seed=K --set seeds=[3K, 3K+1, 3K+2]`; teacher_seeds default to
+seeds, so every repeat has its own teachers; repeat 0 is the plain quickstart), and prints per
+column each repeat's Δ of LTKD against its comparator, the Holm-adjusted p, and how many repeats
+are positive and significant (results/repeats.py). `--config`: another sweep config (the tests
+record a tiny one).
 """
 from __future__ import annotations
 
@@ -34,7 +43,12 @@ sys.path.insert(0, str(REPO))
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep", default=None, help="run in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--repeats", type=int, default=0, help="run the quickstart N times with other data and "
+                        "teacher seeds and summarise LTKD's gain per column (default: one timed run)")
+    parser.add_argument("--config", default=None, help="with --repeats: the sweep config (default: the quickstart)")
     args = parser.parse_args(argv)
+    if args.repeats:
+        return repeats(args.repeats, args.keep, args.config)
     folder = Path(args.keep or tempfile.mkdtemp(prefix="ltkd-quickstart-")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -50,6 +64,42 @@ def main(argv=None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def repeat_overrides(k: int, seeds_per_repeat: int = 3) -> list[str]:
+    """The `ltkd sweep` overrides of repeat k: data seed k and its own block of student (= teacher) seeds."""
+    seeds = [seeds_per_repeat * k + i for i in range(seeds_per_repeat)]
+    return ["--set", f"data_seed={k}", "--set", f"seeds=[{', '.join(map(str, seeds))}]"]
+
+
+def repeats(n: int, keep: str | None, config: str | None) -> int:
+    """Run the sweep n times (one folder each), then print every repeat's Δ per column and the tally."""
+    from results.repeats import summarize, summary_lines, sweep_gains
+
+    base = Path(keep or tempfile.mkdtemp(prefix="ltkd-repeats-")).resolve()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, "-m", "orchestrator.cli", "sweep"] + ([str(Path(config).resolve())] if config else [])
+    per_repeat, walls = [], []
+    try:
+        for k in range(n):
+            folder = base / f"repeat-{k}"
+            folder.mkdir(parents=True, exist_ok=True)
+            started = time.time()
+            result = subprocess.run(command + repeat_overrides(k), cwd=folder, env=env, capture_output=True, text=True)
+            walls.append(time.time() - started)
+            if result.returncode != 0:
+                print(f"repeat {k} failed:", result.stdout[-3000:], result.stderr[-3000:])
+                return 1
+            sweeps = [path.parent for path in folder.glob("sweeps/*/results")]
+            per_repeat.append(sweep_gains(str(sweeps[0])))
+            print(f"repeat {k} ({' '.join(repeat_overrides(k))}): {walls[-1]:.0f} s wall", flush=True)
+        print(f"{n} repeats of `ltkd sweep{' ' + config if config else ''}` on {os.cpu_count()} CPU cores: "
+              f"{min(walls):.0f} to {max(walls):.0f} s wall each, {sum(walls) / 60:.1f} min in all")
+        print("\n".join(summary_lines(summarize(per_repeat))))
+        return 0
+    finally:
+        if keep is None:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def report(sweep: Path, output: str, started: float, wall: float) -> int:

@@ -46,6 +46,30 @@ def known(registry) -> str:
     return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
 
 
+def default_lines(spec, datasets) -> list[str]:
+    """Per dataset, a method's defaults (its style's, studied and guessed ones), each guess marked."""
+    from trainables.data.sources import get_dataset
+    from trainables.guesses import guessed_defaults
+
+    lines = []
+    for dataset in datasets:
+        style = get_dataset(dataset).style
+        values = spec.defaults(style, dataset=dataset)
+        guessed = guessed_defaults(spec, dataset)
+        set_here = set(spec.style_defaults.get(style, {})) | set(spec.studied_defaults.get(dataset, {})) | set(guessed)
+        if spec.defaults_for is not None:
+            set_here |= set(spec.defaults_for(style, "", ""))
+        if not set_here:
+            continue
+        text = ", ".join(f"{k} {_value(values[k])}{' (guessed)' if k in guessed else ''}" for k in sorted(set_here))
+        lines.append(f"{dataset}: {text}")
+    return lines
+
+
+def _value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """`ltkd list`: what the registries hold (models load torch to register; the rest do not)."""
     from search_spaces import SPACES
@@ -53,16 +77,23 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     what = args.what
     if what in ("methods", "all"):
-        print("methods (table order; * = searched by default):")
+        print("methods (table order; * = searched by default; defaults per dataset, the teacher-student pair's "
+              "where they depend on it: see the README; (guessed) = neither published for that dataset nor studied):")
         for name in table_order():
             spec = METHODS[name]
             knobs = ", ".join(sorted(k for k in spec.knobs))
             print(f"  {name:<9} {spec.label:<9} {spec.kind:<8}{'*' if name in SPACES else ' '} {knobs}")
+            for line in default_lines(spec, DATASETS.names()):
+                print(f"{'':<31}{line}")
     if what in ("datasets", "all"):
         print("datasets:")
+        from trainables.guesses import recipe_guess
+
         for name, spec in DATASETS.items():
+            recipe = recipe_guess(name)
             print(f"  {name:<13} {spec.label:<16} {spec.num_classes:>5} classes  {spec.image_size}px  "
-                  f"validation {spec.validation_per_class}/class  root: {spec.layout}")
+                  f"validation {spec.validation_per_class}/class  root: {spec.layout}"
+                  + (f"  training recipe (guessed): {recipe}" if recipe else ""))
     if what in ("models", "all"):
         from trainables.model_catalog import model_catalog
 

@@ -24,6 +24,7 @@ from orchestrator.device_rates import CPU_KIND, RATES, check_kind, default_kind
 from orchestrator.plan import PlannedRun, cells, layout, student_run, teacher_run, teacher_runs
 from orchestrator.studies import run_outcome
 from orchestrator.sweep_config import SweepConfig
+from search_spaces import ce_weight_rule, get_space, param_text
 from trainables.data.sources import get_dataset
 from trainables.methods import get_method
 
@@ -221,6 +222,7 @@ def plan_report(config: SweepConfig, estimate: bool = True, device_kind: str | N
     budgets = config.budget_warning()
     if budgets:
         lines.append(budgets)
+    lines.extend(search_space_lines(config))
     builds = cache_builds(config)
     if builds:
         lines.append(f"teacher-logit caches to build: {len(builds)} (one per teacher of a logit-method student; "
@@ -237,6 +239,21 @@ def plan_report(config: SweepConfig, estimate: bool = True, device_kind: str | N
     else:
         lines.append(_gpu_estimate(config, planned, kind, defaulted=chosen is None))
     return "\n".join(lines)
+
+
+def search_space_lines(config: SweepConfig) -> list[str]:
+    """One line per searched method entry: what its search samples and holds fixed (its first
+    setting's space; ranges that adapt to the class count may differ in others), then the CE rule."""
+    lines = []
+    for cell in {cell.entry.label: cell for cell in cells(config) if cell.entry.search is not None}.values():
+        spec = get_dataset(cell.setting.dataset)
+        space = get_space(cell.entry.method).resolved(cell.entry.search.space, spec.num_classes,
+                                                      cell.setting.imbalance_factor)
+        lines.append(f"search space of {cell.entry.label}: "
+                     + ", ".join(f"{name} {param_text(param)}" for name, param in space.items()))
+    if lines:
+        lines.append(f"CE weight: {ce_weight_rule()}")
+    return lines
 
 
 def _cpu_estimate(config: SweepConfig, planned: list[StagePlan]) -> str:

@@ -65,9 +65,25 @@ def search_sentence(students: pd.DataFrame, df: pd.DataFrame | None, label: Call
     text += "."
     if any(e["early_stopped"] for e in effort.values()):
         text += " ASHA stopped weak search trials early."
+    rule = ce_weight_sentence(students, set(effort))
+    if rule:
+        text += " " + rule
     budgets = {e["planned"] for e in effort.values()}
     if len(budgets) > 1:
         text += (" Unequal search budgets: " + ", ".join(f"{label(k)} {effort[k]['planned']}"
                                                          for k in sorted(effort, key=order))
                  + " planned trials; a method searched more had more chances.")
     return text
+
+
+def ce_weight_sentence(students: pd.DataFrame, searched_keys: set[str]) -> str | None:
+    """The shared CE-weight rule, when a searched row is a logit method (search_spaces)."""
+    from search_spaces import ce_weight_rule
+    from trainables.methods import METHODS
+
+    rows = students[students["row_key"].isin(searched_keys)]
+    methods = set(rows["method"]) if "method" in rows else set()
+    if not any(m in METHODS and METHODS[m].kind == "logit" for m in methods):
+        return None
+    rule = ce_weight_rule()
+    return f"CE weight: {rule[0].lower()}{rule[1:]}."

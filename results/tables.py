@@ -35,6 +35,7 @@ import pandas as pd
 from results.captions import (NOT_SIGNIFICANT, TEST_CHOSEN, data_seed_text, gain_caption, paper_protocol_text,
                               teacher_spread_text, weak_teacher_text)
 from results.comparator import choose_comparator
+from results.guessed import guessed_sentence
 from results.pooling import per_seed, refuse_mixed
 from results.search_effort import search_sentence
 from results.statistics import ALPHA, CONFIDENCE, holm, paired_test, summary
@@ -580,6 +581,9 @@ def protocol_caption(trials: pd.DataFrame, df: pd.DataFrame | None = None) -> st
     seeds = _seeds_sentence(trials, df)
     if seeds:
         sentences.append(seeds)
+    guessed = guessed_sentence(students, method_label, method_sort_key) if len(students) else None
+    if guessed:
+        sentences.append(guessed)
     return " ".join(sentences)
 
 

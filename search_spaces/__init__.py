@@ -132,8 +132,37 @@ def paper_group_counts(num_classes: int) -> tuple[int, ...]:
 SPACES: Registry[SearchSpace] = Registry("search space", unknown="method '{name}' has no search space (searchable: {known})")
 
 
+# One rule for the CE weight of every logit method that is searched: it is searched, over the same
+# range for all, wide enough to hold every method's published value (KD's CIFAR 0.1 and ImageNet
+# 0.5, 1 for DKD, DIST, BKD and LTKD), so no method's search is held at a weight the others escape.
+# A method at its defaults (`search = false`) keeps its published CE weight (KD: Hinton's 0.1).
+SHARED_CE_WEIGHT = Param("ce_weight", 0.1, 1.0, log=True)
+
+
 def register_space(space: SearchSpace) -> SearchSpace:
+    """Register a method's default space; a logit method's gets the shared CE weight added."""
+    from trainables.methods import get_method
+
+    if get_method(space.method).kind == "logit" and "ce_weight" not in {p.name for p in space.params}:
+        space = SearchSpace(space.method, space.params + (SHARED_CE_WEIGHT,), space.fixed)
     return SPACES.add(space, space.method)
+
+
+def ce_weight_rule() -> str:
+    """The shared CE-weight rule in words, for captions and listings."""
+    p = SHARED_CE_WEIGHT
+    return (f"every searched logit method searches its CE weight over [{p.low:g}, {p.high:g}]"
+            f"{' (log scale)' if p.log else ''}, which holds each one's published value; "
+            f"a method at its defaults keeps its published CE weight")
+
+
+def param_text(param: "Param | Any") -> str:
+    """A resolved space entry as text: a range, a set of choices, or a fixed value."""
+    if not isinstance(param, Param):
+        return f"= {param}"
+    if param.choices is not None:
+        return "in {" + ", ".join(str(c) for c in param.choices) + "}"
+    return f"{param.low:g}..{param.high:g}{' log' if param.log else ''}"
 
 
 def get_space(method: str) -> SearchSpace:

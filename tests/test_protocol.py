@@ -485,13 +485,17 @@ def test_a_run_on_defaults_no_study_backs_is_warned_in_one_line(capsys):
         _warn_guessed_defaults(RunConfig(role="student", arch="resnet8", teacher="/t", **fields))
         return capsys.readouterr().err
     err = warned(dataset="cifar100", method="ltkd")
-    assert err.count("\n") == 1 and err.startswith("ltkd: warning: LTKD's defaults for alpha, beta, temperature "
-                                                   "on cifar100 are guesses no study backs")
+    assert err.count("\n") == 1 and err.startswith("ltkd: warning: LTKD's defaults for alpha, beta, temperature, "
+                                                   "warmup_epochs, ce_weight on cifar100 are guesses no study backs")
     assert warned(dataset="cifar100", method="ltkd", hparams={"beta": 2.0}).startswith(
-        "ltkd: warning: LTKD's defaults for alpha, temperature on cifar100")
-    assert warned(dataset="cifar100", method="ltkd", hparams={"alpha": 1.0, "beta": 2.0, "temperature": 4.0}) == ""
-    assert warned(dataset="digits", method="ltkd") == ""  # the study backs them
-    assert warned(dataset="cifar100", method="kd") == ""  # KD's are published
+        "ltkd: warning: LTKD's defaults for alpha, temperature, warmup_epochs, ce_weight on cifar100")
+    assert warned(dataset="cifar100", method="ltkd", hparams={"alpha": 1.0, "beta": 2.0, "temperature": 4.0,
+                                                              "warmup_epochs": 5, "ce_weight": 1.0}) == ""
+    # the study backs alpha, beta and T on digits; not the warm-up or the CE weight
+    assert warned(dataset="digits", method="ltkd").startswith(
+        "ltkd: warning: LTKD's defaults for warmup_epochs, ce_weight on digits")
+    assert warned(dataset="cifar100", method="kd") == ""  # KD's are published for CIFAR-100
+    assert "(cifar100's, borrowed for tinyimagenet)" in warned(dataset="tinyimagenet", method="kd")
 
 
 def test_a_sweep_warns_once_for_unsearched_guessed_defaults(tmp_path, capsys):
@@ -503,9 +507,10 @@ def test_a_sweep_warns_once_for_unsearched_guessed_defaults(tmp_path, capsys):
                            {"method": "ltkd", "name": "ltkd_fixed", "search": False}])
     _warn_guessed_defaults(config)
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["warning: ltkd_fixed: LTKD's defaults for alpha, beta, temperature on cifar100 are guesses no "
-                     "study backs (DKD's values, since the paper's were lost; on digits beta 8 was the worst of a "
-                     "study); search them or set them"]
+    assert lines == ["warning: ltkd_fixed: LTKD's defaults for alpha, beta, temperature, warmup_epochs, ce_weight on "
+                     "cifar100 are guesses no study backs (DKD's values, since the paper's were lost (on digits beta "
+                     "8 was the worst of a study); DKD's warm-up, the paper gives none; DKD's CE weight, the paper "
+                     "gives none); search them or set them"]
 
 
 # ------------------------------------------------------------------------------------ one Tune run for every stage

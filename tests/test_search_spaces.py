@@ -35,7 +35,7 @@ def test_every_sample_is_a_valid_configuration_of_its_method(method):
 
 def test_ltkd_searches_alpha_beta_temperature_at_three_groups():
     """The paper's tables use 3 groups: the default space fixes n_groups (and leaves within_norm at its default)."""
-    assert {p.name for p in get_space("ltkd").params} == {"alpha", "beta", "temperature"}
+    assert {p.name for p in get_space("ltkd").params} == {"alpha", "beta", "temperature", "ce_weight"}
     for hparams in sample_many("ltkd", num_classes=100, n=20):
         assert hparams["n_groups"] == 3 and "within_norm" not in hparams
         assert get_method("ltkd").resolve(hparams)["within_norm"] == "sum"

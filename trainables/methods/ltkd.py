@@ -31,6 +31,14 @@ STYLE_DEFAULTS = {"cifar": {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warm
                   "imagenet": {"alpha": 1.0, "beta": 0.5, "temperature": 1.0, "warmup_epochs": 1, "ce_weight": 1.0}}
 
 
+# Every CIFAR- and ImageNet-style default above is a guess: the loss weights and T are DKD's, the
+# warm-up is DKD's, and the CE weight 1 is DKD's too (the paper's loss is CE + LTKD, no weight given).
+_DKD_VALUES = "DKD's values, since the paper's were lost (on digits beta 8 was the worst of a study)"
+GUESSES = {"alpha": _DKD_VALUES, "beta": _DKD_VALUES, "temperature": _DKD_VALUES,
+           "warmup_epochs": "DKD's warm-up, the paper gives none",
+           "ce_weight": "DKD's CE weight, the paper gives none"}
+
+
 SPEC = METHODS.add(MethodSpec(
     name="ltkd",
     label="LTKD",
@@ -52,6 +60,5 @@ SPEC = METHODS.add(MethodSpec(
     style_defaults=STYLE_DEFAULTS,
     description="Long-Tailed KD: rebalanced cross-group KL + uniformly weighted within-group KLs",
     studied_defaults={"digits": DIGITS_STUDY},
-    guessed_defaults=("alpha", "beta", "temperature"),
-    guess_note="DKD's values, since the paper's were lost; on digits beta 8 was the worst of a study",
+    guesses={style: GUESSES for style in STYLE_DEFAULTS},
 ))

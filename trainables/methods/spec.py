@@ -109,10 +109,9 @@ class MethodSpec:
     description: str = ""
     # Defaults a documented study chose for one dataset, over the style's: {dataset: {knob: value}}.
     studied_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    # Knobs whose style-level defaults are guesses (neither published nor studied), and why: a run
-    # that leaves them at those defaults, on a dataset without a study, is warned in one line.
-    guessed_defaults: tuple[str, ...] = ()
-    guess_note: str = ""
+    # Defaults that are guesses (neither published nor studied), per dataset style: {style: {knob:
+    # why}}. trainables/guesses.py adds what a dataset borrows from another's published configs.
+    guesses: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     _by_name: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -153,14 +152,10 @@ class MethodSpec:
         return values
 
     def guessed_defaults_warning(self, dataset: str, overrides: Mapping[str, Any] | None = None) -> str | None:
-        """One line when a run on `dataset` would use defaults that no study backs, else None."""
-        if dataset in self.studied_defaults:
-            return None
-        guessed = [name for name in self.guessed_defaults if name not in (overrides or {})]
-        if not guessed:
-            return None
-        return (f"{self.label}'s defaults for {', '.join(guessed)} on {dataset} are guesses no study backs "
-                f"({self.guess_note}); search them or set them")
+        """One line when a run on `dataset` would keep defaults that are guesses, else None."""
+        from trainables.guesses import guessed_defaults_warning
+
+        return guessed_defaults_warning(self, dataset, overrides)
 
     def resolve(
         self,

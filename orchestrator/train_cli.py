@@ -114,12 +114,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                            validation_per_class=args.validation_per_class)
     requested = run_config_from_args(args, args.role)
     config = requested.resolved()
-    _warn_guessed_defaults(requested)
+    teacher_path = teacher_files(config.teacher, getattr(args, "from_cell", None))
     tensorboard = TensorBoardLog(args.out)
+    warned = []
+
+    def on_epoch(metrics, checkpoint) -> None:
+        if not warned:  # once every input has been checked: a refused run prints its one error line alone
+            warned.append(_warn_guessed_defaults(requested))
+        tensorboard.epoch(metrics)
+
     try:  # lines printed and kept in the run's train.log; each epoch's metrics in its TensorBoard events too
-        result = fit(config, args.out, log=TrainLog(args.out, echo=print),
-                     teacher_path=teacher_files(config.teacher, getattr(args, "from_cell", None)),
-                     callback=lambda metrics, checkpoint: tensorboard.epoch(metrics))
+        result = fit(config, args.out, log=TrainLog(args.out, echo=print), teacher_path=teacher_path,
+                     callback=on_epoch)
     finally:
         tensorboard.close()
     m = result.metrics

@@ -700,7 +700,9 @@ def test_best_exports_each_cell_and_its_command_reproduces_the_run(finished_swee
     args = build_parser().parse_args(argv)
     recorded = RunConfig.from_dict(json.loads(row["config_json"]))
     assert run_config_from_args(args, "student").resolved().identity() == recorded.resolved().identity()
-    again = run_ltkd(*argv[:-2], "--device", "cpu", "--out", tmp_path / "again")
+    # One CPU thread, as the sweep's trial had (cpus_per_trial = 1): float sums depend on the thread count.
+    again = run_ltkd(*argv[:-2], "--device", "cpu", "--out", tmp_path / "again",
+                     env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert again.returncode == 0, again.stderr
     history = [json.loads(line) for line in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["acc"] == pytest.approx(row["acc"], abs=1e-6)

@@ -674,24 +674,3 @@ def _optuna_history(df: pd.DataFrame, objective: str | None) -> Iterator[tuple[s
 
 def optuna_history_figures(df: pd.DataFrame, out: Path, objective: str | None = None) -> list[Path]:
     return _save_all(_optuna_history(df, objective), out)
-
-
-def draw_figures(df: pd.DataFrame, select: str = "last-epoch",
-                 objective: str | None = None) -> Iterator[tuple[str, Figure]]:
-    """(file stem, figure) of every figure the results allow, one at a time, unsaved."""
-    yield from _per_class(df, select)
-    yield from _head_bias(df, select)
-    yield from _sensitivity(df, objective)
-    yield from _optuna_history(df, objective)
-    from results.method_figures import draw_method_figures  # learning curves, search coordinates, group bars
-
-    yield from draw_method_figures(df, objective)
-
-
-def all_figures(df: pd.DataFrame, out: str | Path, select: str = "last-epoch",
-                objective: str | None = None) -> list[Path]:
-    """Every figure the results allow, each as PDF and PNG; returns every file written. `objective`
-    ranks the search trials (default: the metric each search recorded maximising, else acc)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return _save_all(draw_figures(df, select, objective), out)

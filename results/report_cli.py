@@ -52,7 +52,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(chosen, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         written.append(path)
     if args.figures:
-        from results.figures import all_figures
+        from results.report_figures import all_figures
 
         figures = all_figures(df, out, select=args.select, objective=args.objective)
         written += figures

@@ -19,14 +19,13 @@ from orchestrator.cli import main as ltkd_main
 from results import render
 from results.figures import (
     DPI,
-    all_figures,
-    draw_figures,
     param_importances,
     search_outcomes,
     sensitivity_figure,
     sensitivity_panels,
 )
 from results.render import to_html, to_latex, to_markdown
+from results.report_figures import all_figures, draw_figures
 from results.store import read_results, write_trial
 from results.tables import Column, Stat, Table, TextTable, all_tables
 from tests.test_results import FACTORS, STUDENT, TEACHER, _counts, _record, build_records

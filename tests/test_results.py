@@ -826,7 +826,7 @@ def test_group_count_table_names_its_within_norm(tmp_path):
 def test_epochs_that_skipped_the_test_set_are_left_out_of_tables_and_figures(tmp_path):
     """test_every 2 (trainables/config.py): epochs 1 and 3 carry None test metrics, as the engine writes them;
     best-epoch selection, the per-class curves and the teacher's per-epoch head bias read the others."""
-    from results.figures import draw_figures
+    from results.report_figures import draw_figures
     from results.tables import trial_outcomes
 
     skipped = ("acc", "acc_head", "acc_medium", "acc_tail", "per_class_acc", "group_prob")
